@@ -1,0 +1,76 @@
+"""FoldBatchNormIntoConv: fold inference BatchNorm into the preceding conv2d.
+
+TVM's ``FoldBatchnormToConv2D`` only folds ``batch_norm(conv2d(x, w))``; ONNX models
+put the conv bias between them (``batch_norm(conv2d(x, w) + b)``). This pass folds
+both forms: ``w' = w * s`` per output channel and ``b' = (b - mean) * s + beta`` with
+``s = gamma / sqrt(var + eps)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.relax.dpl.pattern import is_const, is_op, is_tuple_get_item, wildcard
+
+from .. import relax_utils as ru
+
+
+def _per_channel(expr: relax.Expr, channels: int) -> np.ndarray | None:
+    arr = ru.constant_array(expr).astype(np.float64)
+    return arr.reshape(channels) if arr.size == channels else None
+
+
+def _fold(func: relax.Function) -> relax.Function:
+    data, weight, bias = wildcard(), is_const(), is_const()
+    gamma, beta, mean, var = is_const(), is_const(), is_const(), is_const()
+    conv = is_op("relax.nn.conv2d")(data, weight)
+    biased = is_op("relax.add")(conv, bias)
+    bn = is_op("relax.nn.batch_norm")(conv | biased, gamma, beta, mean, var)
+    pattern = is_tuple_get_item(bn, 0)
+
+    def rewrite(expr: relax.Expr, m) -> relax.Expr:
+        conv_call = m[conv]
+        bn_call = m[bn]
+        attrs = conv_call.attrs
+        if attrs.kernel_layout != "OIHW" or attrs.data_layout != "NCHW" or bn_call.attrs.axis != 1:
+            return expr
+        w = ru.constant_array(m[weight])
+        out_channels = w.shape[0]
+        params = [_per_channel(m[p], out_channels) for p in (gamma, beta, mean, var)]
+        b = _per_channel(m[bias], out_channels) if bias in m else np.zeros(out_channels)
+        if any(p is None for p in params) or b is None:
+            return expr
+        g, bt, mu, v = params
+        scale = g / np.sqrt(v + float(bn_call.attrs.epsilon))
+        new_w = (w.astype(np.float64) * scale.reshape(-1, 1, 1, 1)).astype(w.dtype)
+        new_b = ((b - mu) * scale + bt).astype(w.dtype)
+        new_conv = relax.op.nn.conv2d(
+            m[data],
+            relax.const(new_w),
+            strides=attrs.strides,
+            padding=attrs.padding,
+            dilation=attrs.dilation,
+            groups=attrs.groups,
+            data_layout=attrs.data_layout,
+            kernel_layout=attrs.kernel_layout,
+            out_layout=attrs.out_layout,
+            out_dtype=attrs.out_dtype,
+        )
+        return relax.op.add(new_conv, relax.const(new_b.reshape(1, -1, 1, 1)))
+
+    return relax.dpl.rewrite_call(pattern, rewrite, func)
+
+
+@tvm.transform.module_pass(opt_level=0, name="FoldBatchNormIntoConv")
+class FoldBatchNormIntoConv:
+    """Fold ``batch_norm(conv2d(x, w) [+ b])[0]`` with constant parameters into the conv."""
+
+    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        updated = {
+            gv: _fold(func)
+            for gv, func in mod.functions.items()
+            if isinstance(func, relax.Function)
+        }
+        new_mod = tvm.IRModule({**dict(mod.functions.items()), **updated}, attrs=mod.attrs)
+        return relax.transform.DeadCodeElimination()(new_mod)
