@@ -1,0 +1,273 @@
+"""Entropy calibration: the clipping threshold that minimises the KL divergence.
+
+For each candidate threshold ``t`` (a bin edge of the zero-centred histogram, from
+``num_quantized_bins / 2`` bins on each side up to the full range) MXNet's algorithm
+(after TensorRT's, Migacz 2017):
+
+1. *reference* ``p``: the bins inside ``[-t, t]``, with the counts outside added to the two
+   end bins (clipping moves outliers onto the threshold);
+2. *candidate* ``q``: the same bins without outliers, merged into ``num_quantized_bins``
+   groups of ``len(p) // num_quantized_bins`` bins (the last group takes the remainder),
+   each group's count spread evenly over its non-empty bins; empty bins stay empty;
+3. smoothing: empty bins of ``p`` and ``q`` get a count of ``eps``;
+4. ``KL(p || q)`` of the normalised distributions.
+
+The threshold with the smallest divergence wins (ties: the smallest threshold).
+
+Smoothing differs slightly from MXNet, which also takes ``eps * zeros / nonzeros`` off
+every non-empty bin. Leaving non-empty bins alone makes ``KL`` a sum of prefix-sum terms
+(``sum p log p``) and per-group terms (``sum Q log(Q / n)``), and a group's term depends
+only on where it starts and its size. So all candidates are evaluated with a few numpy
+passes per distinct group size (``len(p) // num_quantized_bins``: ~30 values for 8001
+bins), instead of one pass over the bins per candidate (~4000). MXNet's adjustment is
+tiny next to integer counts unless a histogram is almost empty; on realistic histograms
+it does not move the optimum (checked against a literal MXNet transcription in the tests).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
+from typing import Any, Literal
+
+import numpy as np
+
+from .collector import CalibrationCollector, Range
+from .compat import to_numpy
+from .errors import CalibrationError
+from .histogram import StreamingHistogram
+
+__all__ = ["EntropyCollector", "kl_divergence_curve", "optimal_threshold"]
+
+logger = logging.getLogger(__name__)
+
+QuantizedDtype = Literal["auto", "int8", "uint8"]
+
+
+def _xlogx(x: np.ndarray) -> np.ndarray:
+    """``x * log(x)`` with ``0 * log(0) = 0``."""
+    x = np.asarray(x, dtype=np.float64)
+    out = np.zeros_like(x)
+    pos = x > 0
+    out[pos] = x[pos] * np.log(x[pos])
+    return out
+
+
+def _group_terms(
+    cum: np.ndarray,
+    cum_nonzero: np.ndarray,
+    m: int,
+    groups: int,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    left: np.ndarray,
+    right: np.ndarray,
+    first_nonzero: np.ndarray,
+    last_nonzero: np.ndarray,
+) -> np.ndarray:
+    """``sum_k p_k log q_k`` over non-empty bins for candidates sharing the group size ``m``.
+
+    Group ``j < groups - 1`` of the candidate starting at ``lo`` is ``[lo + j*m, lo + (j+1)*m)``
+    and contributes ``Q log(Q / n)`` (count ``Q``, ``n`` non-empty bins). That term depends only
+    on the group's start, so it is computed once per start position (``term``), and the sum
+    over ``lo, lo + m, lo + 2m, ...`` is a difference of prefix sums taken along stride ``m``.
+    """
+    window = cum[m:] - cum[:-m]  # group starting at a: counts[a:a+m]
+    window_nz = cum_nonzero[m:] - cum_nonzero[:-m]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_q = np.where(window > 0, np.log(window / window_nz), 0.0)
+    term = window * log_q
+    # strided[a] = term[a] + term[a - m] + term[a - 2m] + ...
+    padded = np.zeros(-(-term.size // m) * m)
+    padded[: term.size] = term
+    strided = np.cumsum(padded.reshape(-1, m), axis=0).reshape(-1)
+    last_full = lo + (groups - 2) * m
+    below = lo - m
+    total = strided[last_full] - np.where(below >= 0, strided[np.maximum(below, 0)], 0.0)
+    # The last group runs to the end of the slice.
+    tail_start = lo + (groups - 1) * m
+    tail = cum[hi] - cum[tail_start]
+    tail_nz = cum_nonzero[hi] - cum_nonzero[tail_start]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_tail = np.where(tail > 0, np.log(tail / tail_nz), 0.0)
+    total += tail * log_tail
+    # Outliers clipped onto a non-empty end bin share that bin's q.
+    total += np.where(first_nonzero, left * log_q[lo], 0.0)
+    total += np.where(last_nonzero, right * log_tail, 0.0)
+    return total
+
+
+def kl_divergence_curve(
+    counts: np.ndarray, num_quantized_bins: int = 255, eps: float = 1e-4
+) -> tuple[np.ndarray, np.ndarray]:
+    """KL divergence of every candidate threshold of a zero-centred histogram.
+
+    Args:
+        counts: bin counts; odd length, the middle bin centred on zero.
+        num_quantized_bins: number of quantization levels the range is mapped to.
+        eps: count given to empty bins when smoothing.
+
+    Returns:
+        ``(half_bins, divergence)``: candidate ``k`` keeps the ``2 * half_bins[k] + 1``
+        middle bins, i.e. threshold ``(half_bins[k] + 0.5) * bin_width``. Both are empty
+        when the histogram has fewer bins than ``num_quantized_bins``.
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    n_bins = counts.size
+    if n_bins % 2 != 1:
+        raise ValueError(f"the histogram needs an odd number of bins, got {n_bins}")
+    if num_quantized_bins < 2:
+        raise ValueError(f"num_quantized_bins must be >= 2, got {num_quantized_bins}")
+    center = n_bins // 2
+    half = np.arange(num_quantized_bins // 2, center + 1)
+    if half.size == 0:
+        return half, np.zeros(0)
+
+    cum = np.concatenate(([0.0], np.cumsum(counts)))
+    cum_nonzero = np.concatenate(([0], np.cumsum(counts > 0)))
+    cum_xlogx = np.concatenate(([0.0], np.cumsum(_xlogx(counts))))
+    total = cum[-1]
+    if total == 0:
+        return half, np.zeros(half.size)
+
+    lo, hi = center - half, center + half + 1  # candidate slice counts[lo:hi]
+    length = hi - lo
+    left, right = cum[lo], total - cum[hi]  # outliers clipped onto the end bins
+    first, last = counts[lo], counts[hi - 1]
+    p_first, p_last = first + left, last + right
+    inside = cum[hi] - cum[lo]
+    q_zeros = length - (cum_nonzero[hi] - cum_nonzero[lo])
+    p_zeros = q_zeros - ((first == 0) & (p_first > 0)) - ((last == 0) & (p_last > 0))
+
+    # sum p log p over the slice: interior from prefix sums, end bins replaced.
+    p_log_p = (cum_xlogx[hi] - cum_xlogx[lo]) - _xlogx(first) - _xlogx(last)
+    p_log_p += _xlogx(p_first) + _xlogx(p_last)
+
+    # sum p log q over non-empty bins, where q = group count / non-empty bins in the group.
+    p_log_q = np.empty(half.size)
+    merge = length // num_quantized_bins  # bins per group; the last group also takes the rest
+    for m in np.unique(merge):
+        sel = np.flatnonzero(merge == m)
+        p_log_q[sel] = _group_terms(
+            cum,
+            cum_nonzero,
+            int(m),
+            num_quantized_bins,
+            lo[sel],
+            hi[sel],
+            left[sel],
+            right[sel],
+            first[sel] > 0,
+            last[sel] > 0,
+        )
+
+    # Clipped outliers that land on an empty end bin face q = eps. Empty bins of both p and q
+    # (eps against eps) contribute nothing before normalisation.
+    p_on_empty = np.where(first == 0, left, 0.0) + np.where(last == 0, right, 0.0)
+    p_norm = total + eps * p_zeros  # sums of the smoothed distributions
+    q_norm = inside + eps * q_zeros
+    # KL(p/P || q/Q) = sum p (log p - log q) / P - log P + log Q
+    divergence = (p_log_p - p_log_q - math.log(eps) * p_on_empty) / p_norm
+    divergence += np.log(q_norm) - np.log(p_norm)
+    return half, divergence
+
+
+def optimal_threshold(
+    counts: np.ndarray, bin_width: float, num_quantized_bins: int = 255
+) -> tuple[float, float]:
+    """The KL-optimal clipping threshold of a zero-centred histogram.
+
+    Returns:
+        ``(threshold, divergence)``. With fewer bins than ``num_quantized_bins`` nothing is
+        gained by clipping: the full half range is returned with divergence 0.
+    """
+    counts = np.asarray(counts)
+    half, divergence = kl_divergence_curve(counts, num_quantized_bins)
+    if half.size == 0 or counts.sum() == 0:
+        return counts.size * bin_width / 2, 0.0
+    best = int(np.argmin(divergence))
+    return (float(half[best]) + 0.5) * bin_width, float(divergence[best])
+
+
+class EntropyCollector(CalibrationCollector):
+    """Per-layer streaming histograms, reduced to KL-optimal ranges by :meth:`post_collect`.
+
+    Args:
+        num_bins: histogram resolution (odd, so that a bin is centred on zero).
+        num_quantized_bins: quantization levels of a signed range (255 for int8). A layer
+            quantized to uint8 uses ``2 * num_quantized_bins + 1`` levels over the
+            symmetric histogram, i.e. ``num_quantized_bins`` levels on the positive side.
+        quantized_dtype: ``"auto"`` or ``"uint8"``: layers whose observed min is >= 0 get
+            ``(0, t)``; all others, and every layer with ``"int8"``, get ``(-t, t)``.
+        include_layers: layers to observe (``None``: all).
+
+    Memory is one :class:`StreamingHistogram` per layer, whatever the data volume.
+    """
+
+    def __init__(
+        self,
+        num_bins: int = 8001,
+        num_quantized_bins: int = 255,
+        quantized_dtype: QuantizedDtype = "auto",
+        include_layers: Iterable[str] | None = None,
+    ) -> None:
+        super().__init__(include_layers)
+        if isinstance(num_bins, bool) or not isinstance(num_bins, int) or num_bins % 2 != 1:
+            raise ValueError(f"num_bins must be an odd int, got {num_bins!r}")
+        if not isinstance(num_quantized_bins, int) or not 2 <= num_quantized_bins < num_bins:
+            raise ValueError(
+                f"num_quantized_bins must be an int in [2, num_bins), got {num_quantized_bins!r}"
+            )
+        if quantized_dtype not in ("auto", "int8", "uint8"):
+            raise ValueError(
+                f"quantized_dtype must be auto, int8 or uint8, got {quantized_dtype!r}"
+            )
+        self.num_bins = num_bins
+        self.num_quantized_bins = num_quantized_bins
+        self.quantized_dtype = quantized_dtype
+        self._hists: dict[str, StreamingHistogram] = {}
+
+    @property
+    def histograms(self) -> Mapping[str, StreamingHistogram]:
+        """Read-only view of the per-layer histograms."""
+        return MappingProxyType(self._hists)
+
+    def collect(self, name: str, op_name: str, arr: Any) -> None:
+        """Add ``arr`` to the histogram of layer ``name``."""
+        if not self.is_included(name):
+            return
+        hist = self._hists.get(name)
+        if hist is None:
+            hist = self._hists[name] = StreamingHistogram(self.num_bins)
+        try:
+            hist.add(to_numpy(arr))
+        except CalibrationError as err:
+            raise CalibrationError(f"layer {name!r} ({op_name}): {err}") from None
+
+    def _unsigned(self, hist: StreamingHistogram) -> bool:
+        return hist.min >= 0 and self.quantized_dtype in ("auto", "uint8")
+
+    def post_collect(self) -> dict[str, Range]:
+        """Return the KL-optimal ``(-t, t)`` or ``(0, t)`` of every observed layer."""
+        ranges: dict[str, Range] = {}
+        for name, hist in self._hists.items():
+            if hist.total == 0:
+                continue
+            unsigned = self._unsigned(hist)
+            levels = 2 * self.num_quantized_bins + 1 if unsigned else self.num_quantized_bins
+            threshold, divergence = optimal_threshold(hist.dense_counts(), hist.bin_width, levels)
+            threshold = min(threshold, hist.abs_max)
+            ranges[name] = (0.0, threshold) if unsigned else (-threshold, threshold)
+            logger.debug(
+                "layer %s: min=%g max=%g threshold=%g divergence=%g bins=%d",
+                name,
+                hist.min,
+                hist.max,
+                threshold,
+                divergence,
+                hist.dense_counts().size,
+            )
+        logger.info("entropy calibration: %d layers", len(ranges))
+        return ranges
