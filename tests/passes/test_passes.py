@@ -138,3 +138,47 @@ def test_passes_do_not_mutate_input():
     before = mod.script(show_meta=False)
     CanonicalizeClip()(mod)
     assert mod.script(show_meta=False) == before
+
+
+def test_rewrite_stack_sum_to_adds():
+    from tvm_onednn.passes import RewriteStackSum
+
+    node = helper.make_node("Sum", ["x", "y", "z"], ["s"])
+    inputs = {"x": [1, 4, 3, 3], "y": [1, 4, 3, 3], "z": [1, 4, 3, 3]}
+    mod = from_onnx(_model([node], inputs, "s", [1, 4, 3, 3], {}))
+    assert "relax.stack" in _ops(mod)
+    after = _rewrite(mod, RewriteStackSum())
+    assert _ops(after) == ["relax.add", "relax.add"]
+    xs = [RNG.normal(size=(1, 4, 3, 3)).astype("float32") for _ in range(3)]
+    expected = run(mod, xs, pipeline="default")
+    np.testing.assert_allclose(run(after, xs, pipeline="default"), expected, rtol=1e-6)
+
+
+def test_rewrite_stack_sum_keeps_real_broadcasts():
+    from tvm_onednn.passes import RewriteStackSum
+
+    node = helper.make_node("Sum", ["x", "y"], ["s"])
+    mod = from_onnx(_model([node], {"x": [1, 4, 3, 3], "y": [1, 4, 1, 1]}, "s", [1, 4, 3, 3], {}))
+    after = _rewrite(mod, RewriteStackSum())
+    assert "relax.add" not in _ops(after) or "relax.broadcast_to" in _ops(after)
+
+
+def test_fold_constants_with_numpy_matches_tvm_folding():
+    from tvm_onednn.passes import FoldConstantsWithNumpy
+
+    nodes = [
+        helper.make_node("Clip", ["x", "lo", "hi"], ["c"]),
+        helper.make_node("Transpose", ["w"], ["wt"], perm=[1, 0]),
+        helper.make_node("MatMul", ["c", "wt"], ["m"]),
+        helper.make_node("Reshape", ["b", "shape"], ["br"]),
+        helper.make_node("Add", ["m", "br"], ["y"]),
+    ]
+    inits = {"lo": -1.0, "hi": 1.0, "w": RNG.normal(size=(5, 8)), "b": RNG.normal(size=5)}
+    model = _model(nodes, {"x": [2, 8]}, "y", [2, 5], inits)
+    model.graph.initializer.append(numpy_helper.from_array(np.array([1, 5], np.int64), "shape"))
+    mod = from_onnx(model)
+    folded = FoldConstantsWithNumpy()(mod)
+    assert relax.analysis.check_well_formed(folded)
+    ops = _ops(folded)
+    assert not {"relax.isnan", "relax.where", "relax.permute_dims", "relax.reshape"} & set(ops)
+    _assert_same_numerics(mod, folded, RNG.normal(size=(2, 8)).astype("float32"))

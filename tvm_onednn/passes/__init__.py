@@ -3,5 +3,13 @@
 from .canonicalize_clip import CanonicalizeClip
 from .canonicalize_gelu import CanonicalizeGelu
 from .fold_batchnorm import FoldBatchNormIntoConv
+from .fold_constants_numpy import FoldConstantsWithNumpy
+from .rewrite_stack_sum import RewriteStackSum
 
-__all__ = ["CanonicalizeClip", "CanonicalizeGelu", "FoldBatchNormIntoConv"]
+__all__ = [
+    "CanonicalizeClip",
+    "CanonicalizeGelu",
+    "FoldBatchNormIntoConv",
+    "FoldConstantsWithNumpy",
+    "RewriteStackSum",
+]

@@ -1,0 +1,376 @@
+"""The int8 pattern table: QDQ chains that one oneDNN int8 primitive runs.
+
+``tvm_onednn.quantize`` writes quantize/dequantize (QDQ) Relax graphs. Each chain
+
+    dequantize(x_q) -> op(., dequantize(w_q)) -> [+ bias] -> [+ residual] -> [act] -> [quantize]
+
+becomes one composite ``onednn.q<base>[_bias][_add][_<act>]`` (the runtime's dispatch key,
+``docs/subgraph-format.md`` "int8 nodes"); the output dtype tells whether the chain ends
+with a quantize (u8/s8 output) or writes float32. The residual is either
+``dequantize(r_q)`` (added in int8 as a sum post-op) or a float32 tensor added as is.
+Pools on int8 data are ``quantize(pool(dequantize(x_q)))``; lone ``quantize`` and
+``dequantize`` are the boundary ops ``onednn.quantize`` / ``onednn.dequantize``.
+
+Check functions reject what the runtime cannot run (non-zero zero points, non-constant
+weights or scales, per-channel activation scales, unsupported dtypes) and say why.
+
+The table must be matched *before* ``FoldConstant`` runs: it folds
+``dequantize(int8 constant)`` into a float32 weight, even inside composite functions
+(see :func:`tvm_onednn.byoc.qpartition.fuse_quantized`).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from tvm import relax
+from tvm.relax.dpl.pattern import DFPattern, is_const, is_op, wildcard
+from tvm.relax.transform import FusionPattern, PatternCheckContext
+
+from .. import relax_utils as ru
+from .patterns import (
+    ACTIVATIONS,
+    BACKEND,
+    POOLS,
+    ChainSpec,
+    _leaks_intermediate,
+    _why_not_activation,
+    _why_not_bias,
+    chain_specs,
+    why_not_pool,
+)
+
+logger = logging.getLogger(__name__)
+
+QUANT_DTYPES = ("int8", "uint8")
+QUANTIZE = f"{BACKEND}.quantize"
+DEQUANTIZE = f"{BACKEND}.dequantize"
+
+
+@dataclass(frozen=True)
+class QChainSpec:
+    """An int8 conv2d/matmul chain; ``requantize``: it ends with a quantize (int8 output)."""
+
+    chain: ChainSpec
+    requantize: bool
+
+    @property
+    def name(self) -> str:
+        """Dispatch key: the fp32 name with ``q`` before the base op (both variants share it)."""
+        return f"{BACKEND}.q{self.chain.name[len(BACKEND) + 1:]}"
+
+    @property
+    def length(self) -> int:
+        return self.chain.length + self.requantize
+
+
+def qchain_specs() -> list[QChainSpec]:
+    """Every int8 chain, longest first (a chain with its quantize before the same without)."""
+    specs = [QChainSpec(c, r) for c in chain_specs() for r in (True, False)]
+    return sorted(specs, key=lambda s: -s.length)
+
+
+def qpool_name(kind: str) -> str:
+    return f"{BACKEND}.q{kind}"
+
+
+def qcomposite_names() -> list[str]:
+    """All int8 composite names this table can produce (the runtime must know each)."""
+    names = dict.fromkeys(s.name for s in qchain_specs())
+    return [*names, *(qpool_name(p) for p in POOLS), QUANTIZE, DEQUANTIZE]
+
+
+def is_quantized_composite(name: str) -> bool:
+    """Whether ``name`` is a composite of this table (codegen dispatches on it)."""
+    return name in _QNAMES
+
+
+# ----------------------------------------------------------------------------------------
+# Pattern builders. Scales, zero points and weights are wildcards so that checks can say
+# why a non-constant one is rejected.
+
+
+def _dequantize(prefix: str, data: DFPattern | None = None) -> tuple[DFPattern, dict]:
+    data = data if data is not None else wildcard()
+    scale, zero_point = wildcard(), wildcard()
+    call = is_op("relax.dequantize")(data, scale, zero_point)
+    return call, {
+        f"{prefix}_q": data,
+        f"{prefix}_dq": call,
+        f"{prefix}_scale": scale,
+        f"{prefix}_zp": zero_point,
+    }
+
+
+def _quantize(prefix: str, data: DFPattern) -> tuple[DFPattern, dict]:
+    scale, zero_point = wildcard(), wildcard()
+    call = is_op("relax.quantize")(data, scale, zero_point)
+    return call, {f"{prefix}": call, f"{prefix}_scale": scale, f"{prefix}_zp": zero_point}
+
+
+def make_qchain_pattern(spec: QChainSpec) -> tuple[DFPattern, dict[str, DFPattern]]:
+    """The dataflow pattern of one int8 chain, with named sub-patterns."""
+    chain = spec.chain
+    src, annotations = _dequantize("src")
+    weight, weight_ann = _dequantize("weight")
+    annotations.update(weight_ann)
+    op = "relax.nn.conv2d" if chain.base == "conv2d" else "relax.matmul"
+    out = is_op(op)(src, weight)
+    annotations["root"] = out
+    if chain.bias:
+        bias = is_const()
+        out = is_op("relax.add")(out, bias) | is_op("relax.add")(bias, out)
+        annotations["bias"] = bias
+    if chain.add:
+        residual_dq, residual_ann = _dequantize("residual")
+        residual_f32 = wildcard()
+        residual = residual_dq | residual_f32
+        out = is_op("relax.add")(out, residual) | is_op("relax.add")(residual, out)
+        annotations.update(residual_ann)
+        annotations["residual_f32"] = residual_f32
+    if chain.activation:
+        out = ACTIVATIONS[chain.activation](out)
+        annotations["activation"] = out
+    if spec.requantize:
+        out, dst_ann = _quantize("dst", out)
+        annotations.update(dst_ann)
+    return out, annotations
+
+
+def make_qpool_pattern(kind: str) -> tuple[DFPattern, dict[str, DFPattern]]:
+    src, annotations = _dequantize("src")
+    if kind == "global_avg_pool2d":
+        root = is_op("relax.mean")(src) | is_op("relax.nn.adaptive_avg_pool2d")(src)
+    else:
+        root = is_op(f"relax.nn.{kind}")(src)
+    out, dst_ann = _quantize("dst", root)
+    return out, {**annotations, "root": root, **dst_ann}
+
+
+def make_quantize_pattern() -> tuple[DFPattern, dict[str, DFPattern]]:
+    data = wildcard()
+    out, annotations = _quantize("dst", data)
+    return out, {"lhs": data, "root": out, **annotations}
+
+
+def make_dequantize_pattern() -> tuple[DFPattern, dict[str, DFPattern]]:
+    out, annotations = _dequantize("src")
+    return out, {"lhs": annotations["src_q"], "root": out, **annotations}
+
+
+# ----------------------------------------------------------------------------------------
+# Checks. ``why_not_*`` return None when the runtime can run the match, else the reason.
+
+
+def _const_values(expr: relax.Expr) -> np.ndarray | None:
+    return ru.constant_array(expr) if ru.is_constant(expr) else None
+
+
+def _why_not_zero_point(what: str, zero_point: relax.Expr) -> str | None:
+    values = _const_values(zero_point)
+    if values is None:
+        return f"{what} zero point must be a constant (the runtime bakes it in at init)"
+    if np.any(values != 0):
+        return f"{what} zero point must be 0 (the runtime runs symmetric quantization only)"
+    return None
+
+
+def _why_not_scalar_scale(what: str, scale: relax.Expr) -> str | None:
+    values = _const_values(scale)
+    if values is None:
+        return f"{what} scale must be a constant (calibrated; run-time scales stay with TVM)"
+    if values.size != 1:
+        return f"{what} scale must be one value per tensor (no per-channel activations)"
+    if ru.dtype(scale) != "float32" or not np.isfinite(values).all() or values.item() <= 0:
+        return f"{what} scale must be a positive finite float32"
+    return None
+
+
+def _why_not_quantized(what: str, data: relax.Expr, scale, zero_point) -> str | None:
+    """Activation side of a dequantize/quantize: int8 data, constant scalar scale, zero 0."""
+    if ru.dtype(data) not in QUANT_DTYPES:
+        return f"{what} dtype {ru.dtype(data)} is not one of {QUANT_DTYPES}"
+    if ru.static_shape(data) is None:
+        return "shapes must be static"
+    return _why_not_scalar_scale(what, scale) or _why_not_zero_point(what, zero_point)
+
+
+def _why_not_weight(base: str, ann: dict, out_channels: int) -> str | None:
+    weight, scale, dq = ann["weight_q"], ann["weight_scale"], ann["weight_dq"]
+    if not ru.is_constant(weight):
+        return "weights are packed once at init, so they must be constants"
+    if ru.dtype(weight) != "int8":
+        return f"weights must be int8 (s8), got {ru.dtype(weight)}"
+    values = _const_values(scale)
+    if values is None:
+        return "weight scales must be constants"
+    if values.size not in (1, out_channels):
+        return f"weight scales need 1 or {out_channels} (per output channel) values"
+    if not np.isfinite(values).all() or np.any(values <= 0):
+        return "weight scales must be positive and finite"
+    channel_axis = 0 if base == "conv2d" else 1
+    axis = int(dq.attrs.axis) % len(ru.static_shape(weight))
+    if values.size > 1 and axis != channel_axis:
+        return f"per-channel weight scales must run along axis {channel_axis} (output channels)"
+    return _why_not_zero_point("weight", ann["weight_zp"])
+
+
+def _why_not_qconv2d(call: relax.Call) -> str | None:
+    attrs = call.attrs
+    if attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW":
+        return "runtime takes NCHW data with OIHW weights"
+    if attrs.out_layout not in ("", "NCHW"):
+        return "runtime writes NCHW outputs"
+    if attrs.out_dtype not in ("", None) and str(attrs.out_dtype) not in ("", "void", "float32"):
+        return f"out_dtype {attrs.out_dtype} is not supported"
+    return None
+
+
+def _why_not_qmatmul(call: relax.Call) -> str | None:
+    a_shape, b_shape = ru.static_shape(call.args[0]), ru.static_shape(call.args[1])
+    if len(a_shape) < 2 or len(b_shape) != 2:
+        return "int8 matmul takes a [..., M, K] input and a 2-D [K, N] weight"
+    return None
+
+
+def _why_not_residual(ann: dict, out_shape: list[int]) -> str | None:
+    if "residual_dq" in ann:
+        residual = ann["residual_q"]
+        reason = _why_not_quantized(
+            "residual", residual, ann["residual_scale"], ann["residual_zp"]
+        )
+        if reason:
+            return reason
+    else:
+        residual = ann["residual_f32"]
+        if ru.dtype(residual) != "float32":
+            return f"a non-quantized residual must be float32, got {ru.dtype(residual)}"
+    if ru.static_shape(residual) != out_shape:
+        return "the residual must have the output's exact shape"
+    return None
+
+
+def _why_not_qchain(spec: QChainSpec, ctx: PatternCheckContext) -> str | None:
+    if _leaks_intermediate(ctx):
+        return "an intermediate value is used outside the chain"
+    ann = dict(ctx.annotated_expr)
+    root = ann["root"]
+    if ru.static_shape(root) is None or ru.dtype(root) != "float32":
+        return "shapes must be static and the dequantized op float32"
+    reason = _why_not_quantized("input", ann["src_q"], ann["src_scale"], ann["src_zp"])
+    if reason:
+        return reason
+    base = spec.chain.base
+    reason = _why_not_qconv2d(root) if base == "conv2d" else _why_not_qmatmul(root)
+    if reason:
+        return reason
+    out_shape = ru.static_shape(root)
+    out_channels = out_shape[1] if base == "conv2d" else out_shape[-1]
+    reason = _why_not_weight(base, ann, out_channels)
+    if reason:
+        return reason
+    if spec.chain.bias:
+        reason = _why_not_bias(base, ann["bias"], out_shape)
+        if reason:
+            return reason
+    if spec.chain.add:
+        reason = _why_not_residual(ann, out_shape)
+        if reason:
+            return reason
+    if spec.chain.activation:
+        reason = _why_not_activation(spec.chain.activation, ann["activation"])
+        if reason:
+            return reason
+    if spec.requantize:
+        return _why_not_quantized("output", ann["dst"], ann["dst_scale"], ann["dst_zp"])
+    return None
+
+
+def _why_not_qpool(ctx: PatternCheckContext) -> str | None:
+    if _leaks_intermediate(ctx):
+        return "an intermediate value is used outside the chain"
+    ann = dict(ctx.annotated_expr)
+    root = ann["root"]
+    reason = why_not_pool(root)
+    if reason:
+        return reason
+    reason = _why_not_quantized("input", ann["src_q"], ann["src_scale"], ann["src_zp"])
+    reason = reason or _why_not_quantized("output", ann["dst"], ann["dst_scale"], ann["dst_zp"])
+    if reason:
+        return reason
+    if ru.dtype(ann["dst"]) != ru.dtype(ann["src_q"]):
+        return "an int8 pool keeps its input dtype"
+    if root.op.name == "relax.nn.max_pool2d":
+        if ru.scalar_value(ann["src_scale"]) != ru.scalar_value(ann["dst_scale"]):
+            return "int8 max pooling cannot rescale: input and output scales must be equal"
+    return None
+
+
+def _why_not_quantize(ctx: PatternCheckContext) -> str | None:
+    ann = dict(ctx.annotated_expr)
+    data = ann["lhs"]
+    if ru.dtype(data) != "float32" or ru.static_shape(data) is None:
+        return "quantize takes static-shape float32 data"
+    return _why_not_quantized("output", ann["dst"], ann["dst_scale"], ann["dst_zp"])
+
+
+def _why_not_dequantize(ctx: PatternCheckContext) -> str | None:
+    ann = dict(ctx.annotated_expr)
+    if ru.is_constant(ann["src_q"]):
+        return "a constant is dequantized by FoldConstant, not at run time"
+    if ru.dtype(ann["root"]) != "float32":
+        return "dequantize writes float32 only"
+    return _why_not_quantized("input", ann["src_q"], ann["src_scale"], ann["src_zp"])
+
+
+def _check(name: str, why_not: Callable[[PatternCheckContext], str | None]):
+    def check(ctx: PatternCheckContext) -> bool:
+        reason = why_not(ctx)
+        if reason:
+            logger.debug("%s rejected: %s", name, reason)
+        return reason is None
+
+    return check
+
+
+def qpattern_table() -> list[FusionPattern]:
+    """The int8 table in priority order: chains (longest first), pools, then boundary ops."""
+    table = []
+    for spec in qchain_specs():
+        pattern, annotations = make_qchain_pattern(spec)
+        why_not = functools.partial(_why_not_qchain, spec)
+        table.append(FusionPattern(spec.name, pattern, annotations, _check(spec.name, why_not)))
+    for kind in POOLS:
+        pattern, annotations = make_qpool_pattern(kind)
+        name = qpool_name(kind)
+        table.append(FusionPattern(name, pattern, annotations, _check(name, _why_not_qpool)))
+    for name, (pattern, annotations), why_not in (
+        (QUANTIZE, make_quantize_pattern(), _why_not_quantize),
+        (DEQUANTIZE, make_dequantize_pattern(), _why_not_dequantize),
+    ):
+        table.append(FusionPattern(name, pattern, annotations, _check(name, why_not)))
+    return table
+
+
+@functools.cache
+def qannotation_map() -> dict[str, list[tuple[DFPattern, dict[str, DFPattern]]]]:
+    """Candidate (pattern, annotations) per int8 composite name, to re-read a composite.
+
+    A chain name has two candidates: with the final quantize first (``qchain_specs`` puts
+    it first, being longer), then without.
+    """
+    table: dict[str, list] = {}
+    for spec in qchain_specs():
+        table.setdefault(spec.name, []).append(make_qchain_pattern(spec))
+    for kind in POOLS:
+        table[qpool_name(kind)] = [make_qpool_pattern(kind)]
+    table[QUANTIZE] = [make_quantize_pattern()]
+    table[DEQUANTIZE] = [make_dequantize_pattern()]
+    return table
+
+
+_QNAMES = frozenset(qcomposite_names())

@@ -1,0 +1,121 @@
+"""offload_summary: what a partition sends to oneDNN, what stays with TVM, and why."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import tvm
+from tvm import relax
+
+from .partition import partition_for_onednn
+from .patterns import BACKEND, WHY_NOT
+
+
+@dataclass
+class OffloadSummary:
+    """Counts of Relax ops by where they run, with reasons for kept fusable ops."""
+
+    regions: int = 0
+    composites: Counter = field(default_factory=Counter)  # composite name -> count
+    offloaded_ops: Counter = field(default_factory=Counter)  # relax op -> count in regions
+    kept_ops: Counter = field(default_factory=Counter)  # relax op -> count left to TVM
+    reasons: dict[str, Counter] = field(default_factory=dict)  # relax op -> reason -> count
+
+    @property
+    def num_offloaded(self) -> int:
+        return sum(self.offloaded_ops.values())
+
+    @property
+    def num_kept(self) -> int:
+        return sum(self.kept_ops.values())
+
+    def as_dict(self) -> dict:
+        return {
+            "regions": self.regions,
+            "composites": dict(self.composites),
+            "offloaded_ops": dict(self.offloaded_ops),
+            "kept_ops": dict(self.kept_ops),
+            "reasons": {op: dict(r) for op, r in self.reasons.items()},
+        }
+
+    def __str__(self) -> str:
+        lines = [
+            f"oneDNN regions: {self.regions}; ops offloaded: {self.num_offloaded}, "
+            f"kept with TVM: {self.num_kept}",
+            "offloaded composites:",
+        ]
+        lines += [f"  {n:>4} x {name}" for name, n in sorted(self.composites.items())]
+        if self.kept_ops:
+            lines.append("kept with TVM:")
+            for op, n in sorted(self.kept_ops.items()):
+                lines.append(f"  {n:>4} x {op}")
+                for reason, count in sorted(self.reasons.get(op, {}).items()):
+                    lines.append(f"         {count} because {reason}")
+        return "\n".join(lines)
+
+
+def _op_name(call: relax.Call) -> str | None:
+    if isinstance(call.op, tvm.ir.Op):
+        return call.op.name
+    return None
+
+
+def _calls(func: relax.Function) -> list[relax.Call]:
+    calls: list[relax.Call] = []
+    relax.analysis.post_order_visit(
+        func, lambda e: calls.append(e) if isinstance(e, relax.Call) else None
+    )
+    return calls
+
+
+def _composite_calls(region: relax.Function) -> list[tuple[str, relax.Function]]:
+    """(composite name, function) of every composite call in a region, one per call."""
+    composites: dict[relax.Var, relax.Function] = {}
+    calls = []
+    for block in region.body.blocks:
+        for binding in block.bindings:
+            value = binding.value
+            if isinstance(value, relax.Function) and value.attrs and "Composite" in value.attrs:
+                composites[binding.var] = value
+            elif isinstance(value, relax.Call) and value.op in composites:
+                composite = composites[value.op]
+                calls.append((str(composite.attrs["Composite"]), composite))
+    return calls
+
+
+def summarize_partitioned(mod: tvm.IRModule) -> OffloadSummary:
+    """Summarize a module already partitioned by ``partition_for_onednn``."""
+    summary = OffloadSummary()
+    for _, func in mod.functions.items():
+        if not isinstance(func, relax.Function):
+            continue
+        attrs = func.attrs or {}
+        if attrs.get("Codegen") == BACKEND:
+            summary.regions += 1
+            for name, composite in _composite_calls(func):
+                summary.composites[name] += 1
+                summary.offloaded_ops.update(
+                    op for op in map(_op_name, _calls(composite)) if op is not None
+                )
+        elif "Composite" not in attrs:
+            for call in _calls(func):
+                op = _op_name(call)
+                if op is None or op.startswith("relax.call_") or op == "relax.call_dps_packed":
+                    continue
+                summary.kept_ops[op] += 1
+                why_not = WHY_NOT.get(op)
+                if why_not is None:
+                    reason = "oneDNN has no pattern for this op"
+                else:
+                    reason = why_not(call) or "no pattern fits its neighbours (or one leaks a value)"
+                summary.reasons.setdefault(op, Counter())[reason] += 1
+    return summary
+
+
+def offload_summary(mod: tvm.IRModule) -> OffloadSummary:
+    """Partition ``mod`` (not modified) and report which ops go to oneDNN and why others stay.
+
+    ``print(offload_summary(mod))`` gives a table; ``.as_dict()`` the same as data.
+    """
+    return summarize_partitioned(partition_for_onednn(mod))

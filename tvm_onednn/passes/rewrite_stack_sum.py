@@ -1,0 +1,61 @@
+"""RewriteStackSum: turn the ONNX importer's n-ary ``Sum`` back into ``add`` chains.
+
+With static shapes, ONNX ``Sum(a, b, ...)`` imports as
+``sum(stack([broadcast_to(a, S), broadcast_to(b, S), ...], axis=0), axis=0)``. That hides
+ResNet's residual adds from the pattern table (light_resnet50 has 16 of them). When no
+operand actually broadcasts, this is exactly ``a + b + ...``.
+"""
+
+from __future__ import annotations
+
+import tvm
+from tvm import relax
+from tvm.relax.dpl.pattern import is_op, wildcard
+
+from .. import relax_utils as ru
+
+
+def _unbroadcast(expr: relax.Expr, var2val, shape: list[int]) -> relax.Expr | None:
+    """``expr`` without a no-op ``broadcast_to`` to ``shape``; None if it really broadcasts."""
+    value = var2val.get(expr, expr)
+    if isinstance(value, relax.Call) and value.op == tvm.ir.Op.get("relax.broadcast_to"):
+        expr = value.args[0]
+    return expr if ru.static_shape(expr) == shape else None
+
+
+def _rewrite(func: relax.Function) -> relax.Function:
+    var2val = relax.analysis.get_var2val(func)
+    stack = is_op("relax.stack")(wildcard())
+    pattern = is_op("relax.sum")(stack)
+
+    def rewrite(expr: relax.Expr, m) -> relax.Expr:
+        stacked, total = m[stack], m[pattern]
+        axis = total.attrs.axis
+        if int(stacked.attrs.axis) != 0 or axis is None or [int(a) for a in axis] != [0]:
+            return expr
+        if total.attrs.keepdims or not isinstance(stacked.args[0], relax.Tuple):
+            return expr
+        shape = ru.static_shape(total)
+        fields = [_unbroadcast(f, var2val, shape) for f in stacked.args[0].fields]
+        if shape is None or not fields or any(f is None for f in fields):
+            return expr
+        result = fields[0]
+        for field in fields[1:]:
+            result = relax.op.add(result, field)
+        return result
+
+    return relax.dpl.rewrite_call(pattern, rewrite, func)
+
+
+@tvm.transform.module_pass(opt_level=0, name="RewriteStackSum")
+class RewriteStackSum:
+    """Replace ``sum(stack([...]), axis=0)`` of same-shaped tensors with ``add``."""
+
+    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        updated = {
+            gv: _rewrite(func)
+            for gv, func in mod.functions.items()
+            if isinstance(func, relax.Function)
+        }
+        new_mod = tvm.IRModule({**dict(mod.functions.items()), **updated}, attrs=mod.attrs)
+        return relax.transform.DeadCodeElimination()(new_mod)
