@@ -1,0 +1,101 @@
+/*!
+ * \file executor.cc
+ * \brief Execution contexts: binding buffers to memory objects and running the plan.
+ */
+#include "executor.h"
+
+#include <omp.h>
+
+namespace tvm_onednn {
+
+namespace {
+std::atomic<int> g_num_threads{0};
+}  // namespace
+
+void SetNumThreads(int n) {
+  if (n < 0) TVM_FFI_THROW(ValueError) << "onednn.set_num_threads: n must be >= 0, got " << n;
+  g_num_threads.store(n);
+  if (n > 0) omp_set_num_threads(n);
+}
+
+int GetNumThreads() {
+  int n = g_num_threads.load();
+  return n > 0 ? n : omp_get_max_threads();
+}
+
+ExecContext::ExecContext(const Plan& plan) : stream_(CpuEngine()) {
+  slots_.reserve(plan.slot_sizes.size());
+  for (size_t bytes : plan.slot_sizes) slots_.emplace_back(bytes);
+  if (plan.scratchpad_bytes > 0) scratch_ = AlignedBuffer(plan.scratchpad_bytes);
+  mems_.resize(plan.steps.size());
+  c_args_.resize(plan.steps.size());
+  for (size_t s = 0; s < plan.steps.size(); ++s) {
+    for (const ArgBinding& b : plan.steps[s].args) {
+      void* ptr = nullptr;
+      switch (b.buf.kind) {
+        case BufKind::kSlot:
+          ptr = slots_[b.buf.index].data();
+          break;
+        case BufKind::kConst:
+          ptr = plan.const_ptrs[b.buf.index];
+          break;
+        case BufKind::kScratch:
+          ptr = scratch_.data();
+          break;
+        case BufKind::kInput:
+        case BufKind::kOutput:
+          ptr = nullptr;
+          break;
+      }
+      dnnl::memory mem(b.md, CpuEngine(), ptr);
+      if (b.buf.kind == BufKind::kInput || b.buf.kind == BufKind::kOutput) {
+        user_mems_.push_back({mem, b.buf.kind == BufKind::kOutput, b.buf.index});
+      }
+      mems_[s].push_back(mem);
+      c_args_[s].push_back({b.arg, mem.get()});
+    }
+  }
+}
+
+void ExecContext::Run(const Plan& plan, void* const* inputs, void* const* outputs) {
+  int nt = g_num_threads.load(std::memory_order_relaxed);
+  // omp_set_num_threads is per calling thread: apply the global setting on every thread.
+  if (nt > 0 && omp_get_max_threads() != nt) omp_set_num_threads(nt);
+  for (UserMem& um : user_mems_) {
+    um.mem.set_data_handle(um.is_output ? outputs[um.index] : inputs[um.index]);
+  }
+  for (size_t s = 0; s < plan.steps.size(); ++s) {
+    const std::vector<dnnl_exec_arg_t>& a = c_args_[s];
+    dnnl::error::wrap_c_api(dnnl_primitive_execute(plan.steps[s].prim.get(), stream_.get(),
+                                                   static_cast<int>(a.size()), a.data()),
+                            "could not execute a primitive");
+  }
+  stream_.wait();
+}
+
+ContextPool::Lease ContextPool::Acquire() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!free_.empty()) {
+      std::unique_ptr<ExecContext> ctx = std::move(free_.back());
+      free_.pop_back();
+      return Lease(this, std::move(ctx));
+    }
+  }
+  auto ctx = std::make_unique<ExecContext>(*plan_);
+  created_++;
+  return Lease(this, std::move(ctx));
+}
+
+void ContextPool::Release(std::unique_ptr<ExecContext> ctx) {
+  if (!ctx) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  free_.push_back(std::move(ctx));
+}
+
+int ContextPool::free_count() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return static_cast<int>(free_.size());
+}
+
+}  // namespace tvm_onednn

@@ -1,0 +1,501 @@
+/*!
+ * \file graph.cc
+ * \brief JSON -> Graph parsing and validation with precise error messages.
+ */
+#include "graph.h"
+
+#include <tvm/ffi/container/array.h>
+#include <tvm/ffi/container/map.h>
+#include <tvm/ffi/extra/json.h>
+#include <tvm/ffi/string.h>
+
+#include <cmath>
+#include <set>
+
+namespace tvm_onednn {
+
+namespace json = ::tvm::ffi::json;
+using ::tvm::ffi::Any;
+using ::tvm::ffi::String;
+
+namespace {
+
+/*! \brief Collects the "where" prefix of error messages. */
+class Ctx {
+ public:
+  explicit Ctx(std::string prefix) : prefix_(std::move(prefix)) {}
+  [[noreturn]] void Fail(const std::string& msg) const {
+    TVM_FFI_THROW(ValueError) << prefix_ << msg;
+    TVM_FFI_UNREACHABLE();
+  }
+  Ctx Sub(const std::string& more) const { return Ctx(prefix_ + more); }
+
+ private:
+  std::string prefix_;
+};
+
+std::string TypeName(const Any& v) {
+  if (v == nullptr) return "null";
+  if (v.as<bool>().has_value()) return "bool";
+  if (v.as<int64_t>().has_value()) return "int";
+  if (v.as<double>().has_value()) return "float";
+  if (v.as<String>().has_value()) return "string";
+  if (v.as<json::Array>().has_value()) return "array";
+  if (v.as<json::Object>().has_value()) return "object";
+  return v.GetTypeKey();
+}
+
+json::Object AsObject(const Any& v, const Ctx& ctx, const std::string& what) {
+  auto o = v.as<json::Object>();
+  if (!o.has_value()) ctx.Fail(what + " must be a JSON object, got " + TypeName(v));
+  return *o;
+}
+
+json::Array AsArray(const Any& v, const Ctx& ctx, const std::string& what) {
+  auto a = v.as<json::Array>();
+  if (!a.has_value()) ctx.Fail(what + " must be a JSON array, got " + TypeName(v));
+  return *a;
+}
+
+std::string AsString(const Any& v, const Ctx& ctx, const std::string& what) {
+  auto s = v.as<String>();
+  if (!s.has_value()) ctx.Fail(what + " must be a string, got " + TypeName(v));
+  return std::string(*s);
+}
+
+int64_t AsInt(const Any& v, const Ctx& ctx, const std::string& what) {
+  if (v.as<bool>().has_value()) ctx.Fail(what + " must be an integer, got bool");
+  auto i = v.as<int64_t>();
+  if (i.has_value()) return *i;
+  auto d = v.as<double>();
+  if (d.has_value() && std::floor(*d) == *d && std::fabs(*d) < 9e15) {
+    return static_cast<int64_t>(*d);
+  }
+  ctx.Fail(what + " must be an integer, got " + TypeName(v));
+}
+
+double AsNumber(const Any& v, const Ctx& ctx, const std::string& what) {
+  if (v.as<bool>().has_value()) ctx.Fail(what + " must be a number, got bool");
+  auto i = v.as<int64_t>();
+  if (i.has_value()) return static_cast<double>(*i);
+  auto d = v.as<double>();
+  if (d.has_value()) return *d;
+  ctx.Fail(what + " must be a number, got " + TypeName(v));
+}
+
+bool AsBool(const Any& v, const Ctx& ctx, const std::string& what) {
+  auto b = v.as<bool>();
+  if (b.has_value()) return *b;
+  auto i = v.as<int64_t>();
+  if (i.has_value() && (*i == 0 || *i == 1)) return *i == 1;
+  ctx.Fail(what + " must be a bool, got " + TypeName(v));
+}
+
+std::optional<Any> Field(const json::Object& obj, const char* key) {
+  auto it = obj.find(String(key));
+  if (it == obj.end()) return std::nullopt;
+  return (*it).second;
+}
+
+Any Required(const json::Object& obj, const char* key, const Ctx& ctx, const std::string& what) {
+  auto f = Field(obj, key);
+  if (!f.has_value()) ctx.Fail(what + " is missing required field \"" + key + "\"");
+  return *f;
+}
+
+std::vector<int64_t> AsIntList(const Any& v, const Ctx& ctx, const std::string& what,
+                               int64_t expected_len = -1) {
+  json::Array arr = AsArray(v, ctx, what);
+  if (expected_len >= 0 && static_cast<int64_t>(arr.size()) != expected_len) {
+    ctx.Fail(what + " must have " + std::to_string(expected_len) + " entries, got " +
+             std::to_string(arr.size()));
+  }
+  std::vector<int64_t> out;
+  for (size_t i = 0; i < arr.size(); ++i) {
+    out.push_back(AsInt(arr[i], ctx, what + "[" + std::to_string(i) + "]"));
+  }
+  return out;
+}
+
+std::vector<int64_t> AsShape(const Any& v, const Ctx& ctx, const std::string& what) {
+  std::vector<int64_t> shape = AsIntList(v, ctx, what);
+  for (int64_t d : shape) {
+    if (d <= 0) ctx.Fail(what + " " + ShapeStr(shape) + " has a non-positive dimension");
+  }
+  return shape;
+}
+
+DType AsDType(const Any& v, const Ctx& ctx, const std::string& what) {
+  std::string name = AsString(v, ctx, what);
+  DType dtype;
+  if (!ParseDType(name, &dtype)) ctx.Fail(what + " has unknown dtype '" + name + "'");
+  if (!IsExecutableDType(dtype)) {
+    ctx.Fail(what + " has dtype '" + name +
+             "', which is not supported yet (this runtime executes float32 only)");
+  }
+  return dtype;
+}
+
+TensorInfo ParseTensorInfo(const Any& v, const Ctx& ctx, const std::string& what) {
+  json::Object obj = AsObject(v, ctx, what);
+  TensorInfo info;
+  info.shape = AsShape(Required(obj, "shape", ctx, what), ctx, what + " shape");
+  info.dtype = AsDType(Required(obj, "dtype", ctx, what), ctx, what + " dtype");
+  return info;
+}
+
+ValueRef ParseRef(const Any& v, const Graph& g, int64_t num_nodes_before, const Ctx& ctx,
+                  const std::string& what) {
+  json::Array arr = AsArray(v, ctx, what);
+  if (arr.size() != 2) {
+    ctx.Fail(what + " must be a [kind, index] pair, got " + std::to_string(arr.size()) +
+             " entries");
+  }
+  std::string kind = AsString(arr[0], ctx, what + " kind");
+  int64_t index = AsInt(arr[1], ctx, what + " index");
+  ValueRef ref;
+  int64_t limit = 0;
+  if (kind == "input") {
+    ref.kind = RefKind::kInput;
+    limit = static_cast<int64_t>(g.inputs.size());
+  } else if (kind == "const") {
+    ref.kind = RefKind::kConst;
+    limit = static_cast<int64_t>(g.constants.size());
+  } else if (kind == "node") {
+    ref.kind = RefKind::kNode;
+    limit = num_nodes_before;
+  } else {
+    ctx.Fail(what + " has unknown kind '" + kind + "' (expected \"input\", \"const\" or \"node\")");
+  }
+  if (index < 0 || index >= limit) {
+    if (ref.kind == RefKind::kNode && index >= 0 && index < num_nodes_before + 1 + 1000000) {
+      ctx.Fail(what + " references node " + std::to_string(index) + ", but only " +
+               std::to_string(limit) +
+               " node(s) precede it (nodes must be in topological order)");
+    }
+    ctx.Fail(what + " references " + kind + " " + std::to_string(index) + ", out of range [0, " +
+             std::to_string(limit) + ")");
+  }
+  ref.index = index;
+  return ref;
+}
+
+void ParseAttrs(const json::Object& attrs, Node* node, const Ctx& ctx) {
+  const OpSpec& spec = *node->spec;
+  NodeAttrs& a = node->attrs;
+  auto get = [&](const char* key) { return Field(attrs, key); };
+  auto need = [&](const char* key) { return Required(attrs, key, ctx, "attrs"); };
+  auto check_layout = [&](const char* key, const char* expected) {
+    auto f = get(key);
+    if (!f.has_value()) return;
+    std::string v = AsString(*f, ctx, std::string("attr ") + key);
+    if (!v.empty() && v != expected) {
+      ctx.Fail(std::string("attr ") + key + " is '" + v + "', only '" + expected +
+               "' is supported");
+    }
+  };
+  if (spec.base == BaseOp::kConv2d) {
+    a.strides = AsIntList(need("strides"), ctx, "attr strides", 2);
+    a.padding = AsIntList(need("padding"), ctx, "attr padding", 4);
+    a.dilation = AsIntList(need("dilation"), ctx, "attr dilation", 2);
+    a.groups = AsInt(need("groups"), ctx, "attr groups");
+    check_layout("data_layout", "NCHW");
+    check_layout("kernel_layout", "OIHW");
+    check_layout("out_layout", "NCHW");
+  } else if (spec.base == BaseOp::kMaxPool2d || spec.base == BaseOp::kAvgPool2d) {
+    a.pool_size = AsIntList(need("pool_size"), ctx, "attr pool_size", 2);
+    a.strides = AsIntList(need("strides"), ctx, "attr strides", 2);
+    a.padding = AsIntList(need("padding"), ctx, "attr padding", 4);
+    if (auto f = get("dilation")) a.dilation = AsIntList(*f, ctx, "attr dilation", 2);
+    if (auto f = get("ceil_mode")) a.ceil_mode = AsBool(*f, ctx, "attr ceil_mode");
+    if (spec.base == BaseOp::kAvgPool2d) {
+      if (auto f = get("count_include_pad")) {
+        a.count_include_pad = AsBool(*f, ctx, "attr count_include_pad");
+      }
+    }
+    check_layout("layout", "NCHW");
+    check_layout("out_layout", "NCHW");
+  } else if (spec.base == BaseOp::kGlobalAvgPool2d) {
+    check_layout("layout", "NCHW");
+    check_layout("out_layout", "NCHW");
+  }
+  if (spec.act == Activation::kClip) {
+    a.clip_min = AsNumber(need("clip_min"), ctx, "attr clip_min");
+    a.clip_max = AsNumber(need("clip_max"), ctx, "attr clip_max");
+    if (!(a.clip_min <= a.clip_max)) ctx.Fail("attr clip_min must be <= clip_max");
+  }
+  if (spec.act == Activation::kLeakyRelu) {
+    a.alpha = AsNumber(need("alpha"), ctx, "attr alpha");
+  }
+  for (int64_t s : a.strides) {
+    if (s <= 0) ctx.Fail("attr strides " + ShapeStr(a.strides) + " must be positive");
+  }
+  for (int64_t d : a.dilation) {
+    if (d <= 0) ctx.Fail("attr dilation " + ShapeStr(a.dilation) + " must be positive");
+  }
+  for (int64_t p : a.padding) {
+    if (p < 0) ctx.Fail("attr padding " + ShapeStr(a.padding) + " must be non-negative");
+  }
+  for (int64_t k : a.pool_size) {
+    if (k <= 0) ctx.Fail("attr pool_size " + ShapeStr(a.pool_size) + " must be positive");
+  }
+}
+
+/*! \brief True if `shape` is [n] or [1, ..., 1, n]. */
+bool IsVectorOf(const std::vector<int64_t>& shape, int64_t n) {
+  if (shape.empty() || shape.back() != n) return false;
+  for (size_t i = 0; i + 1 < shape.size(); ++i) {
+    if (shape[i] != 1) return false;
+  }
+  return true;
+}
+
+void ValidateNodeShapes(const Graph& g, const Node& node, const Ctx& ctx) {
+  const OpSpec& spec = *node.spec;
+  std::vector<const TensorInfo*> ops;
+  for (const ValueRef& r : node.inputs) ops.push_back(&g.Info(r));
+  for (size_t i = 0; i < ops.size(); ++i) {
+    if (ops[i]->dtype != node.out.dtype) {
+      ctx.Fail(std::string(spec.OperandName(static_cast<int>(i))) + " (" +
+               g.RefStr(node.inputs[i]) + ") has dtype " + DTypeName(ops[i]->dtype) +
+               " but the node's output dtype is " + DTypeName(node.out.dtype));
+    }
+  }
+  const std::vector<int64_t>& out = node.out.shape;
+  auto check_out = [&](const std::vector<int64_t>& expected) {
+    if (out != expected) {
+      ctx.Fail("declared output shape " + ShapeStr(out) + " does not match the shape " +
+               ShapeStr(expected) + " computed from its operands and attrs");
+    }
+  };
+  auto check_residual = [&]() {
+    int ri = spec.ResidualIndex();
+    if (ri < 0) return;
+    if (ops[ri]->shape != out) {
+      ctx.Fail("residual (" + g.RefStr(node.inputs[ri]) + ") has shape " +
+               ShapeStr(ops[ri]->shape) + ", expected the output shape " + ShapeStr(out));
+    }
+  };
+  const NodeAttrs& a = node.attrs;
+  if (spec.base == BaseOp::kConv2d) {
+    const auto& x = ops[0]->shape;
+    const auto& w = ops[1]->shape;
+    if (x.size() != 4) ctx.Fail("data must be 4-D NCHW, got shape " + ShapeStr(x));
+    if (w.size() != 4) ctx.Fail("weight must be 4-D OIHW, got shape " + ShapeStr(w));
+    int64_t g_ = a.groups;
+    if (g_ <= 0) ctx.Fail("attr groups must be positive, got " + std::to_string(g_));
+    if (x[1] != w[1] * g_) {
+      ctx.Fail("data has " + std::to_string(x[1]) + " channels (shape " + ShapeStr(x) +
+               "), but weight " + ShapeStr(w) + " with groups=" + std::to_string(g_) + " expects " +
+               std::to_string(w[1] * g_));
+    }
+    if (w[0] % g_ != 0) {
+      ctx.Fail("weight output channels " + std::to_string(w[0]) + " not divisible by groups=" +
+               std::to_string(g_));
+    }
+    std::vector<int64_t> expected = {x[0], w[0], 0, 0};
+    for (int d = 0; d < 2; ++d) {
+      int64_t span = a.dilation[d] * (w[2 + d] - 1) + 1;
+      int64_t padded = x[2 + d] + a.padding[d] + a.padding[d + 2];
+      if (padded < span) {
+        ctx.Fail("kernel " + ShapeStr(w) + " (dilated extent " + std::to_string(span) +
+                 ") is larger than the padded input " + ShapeStr(x));
+      }
+      expected[2 + d] = (padded - span) / a.strides[d] + 1;
+    }
+    check_out(expected);
+    if (spec.has_bias) {
+      const auto& b = ops[spec.BiasIndex()]->shape;
+      bool ok = (b.size() == 1 && b[0] == w[0]) ||
+                (b.size() == 4 && b[0] == 1 && b[1] == w[0] && b[2] == 1 && b[3] == 1);
+      if (!ok) {
+        ctx.Fail("bias has shape " + ShapeStr(b) + ", expected [" + std::to_string(w[0]) +
+                 "] (or [1," + std::to_string(w[0]) + ",1,1])");
+      }
+    }
+    check_residual();
+  } else if (spec.base == BaseOp::kMatmul) {
+    const auto& A = ops[0]->shape;
+    const auto& B = ops[1]->shape;
+    if (A.size() < 2) ctx.Fail("a must have at least 2 dims, got shape " + ShapeStr(A));
+    if (B.size() != 2 && B.size() != A.size()) {
+      ctx.Fail("b must be 2-D or have the same rank as a; got a " + ShapeStr(A) + ", b " +
+               ShapeStr(B));
+    }
+    if (B.size() == A.size() && B.size() > 2) {
+      for (size_t i = 0; i + 2 < A.size(); ++i) {
+        if (A[i] != B[i]) {
+          ctx.Fail("batch dims of a " + ShapeStr(A) + " and b " + ShapeStr(B) +
+                   " differ (broadcasting is not supported)");
+        }
+      }
+    }
+    int64_t K = A.back();
+    int64_t Kb = B[B.size() - 2];
+    if (K != Kb) {
+      ctx.Fail("reduction dims differ: a " + ShapeStr(A) + " has K=" + std::to_string(K) +
+               ", b " + ShapeStr(B) + " has K=" + std::to_string(Kb));
+    }
+    int64_t N = B.back();
+    std::vector<int64_t> expected(A.begin(), A.end() - 1);
+    expected.push_back(N);
+    check_out(expected);
+    if (spec.has_bias) {
+      const auto& b = ops[spec.BiasIndex()]->shape;
+      if (!IsVectorOf(b, N) || b.size() > A.size()) {
+        ctx.Fail("bias has shape " + ShapeStr(b) + ", expected [" + std::to_string(N) + "]");
+      }
+    }
+    check_residual();
+  } else {
+    const auto& x = ops[0]->shape;
+    if (x.size() != 4) ctx.Fail("data must be 4-D NCHW, got shape " + ShapeStr(x));
+    if (spec.base == BaseOp::kGlobalAvgPool2d) {
+      check_out({x[0], x[1], 1, 1});
+    } else {
+      std::vector<int64_t> expected = {x[0], x[1], 0, 0};
+      for (int d = 0; d < 2; ++d) {
+        int64_t span = a.dilation[d] * (a.pool_size[d] - 1) + 1;
+        if (x[2 + d] + a.padding[d] + a.padding[d + 2] < span) {
+          ctx.Fail("pool window (extent " + std::to_string(span) +
+                   ") is larger than the padded input " + ShapeStr(x));
+        }
+        if (a.padding[d] >= span || a.padding[d + 2] >= span) {
+          ctx.Fail("padding " + ShapeStr(a.padding) + " must be smaller than the pool window");
+        }
+        expected[2 + d] = PoolOutSize(x[2 + d], a.pool_size[d], a.strides[d], a.padding[d],
+                                      a.padding[d + 2], a.dilation[d], a.ceil_mode);
+      }
+      check_out(expected);
+    }
+  }
+}
+
+}  // namespace
+
+int64_t PoolOutSize(int64_t in, int64_t k, int64_t stride, int64_t pad_l, int64_t pad_r,
+                    int64_t dilation, bool ceil_mode) {
+  int64_t span = dilation * (k - 1) + 1;
+  int64_t num = in + pad_l + pad_r - span + (ceil_mode ? stride - 1 : 0);
+  int64_t out = num / stride + 1;
+  // The last window must start inside the input or the left padding (PyTorch / TVM rule).
+  if (ceil_mode && (out - 1) * stride >= in + pad_l) --out;
+  return out;
+}
+
+const TensorInfo& Graph::Info(const ValueRef& r) const {
+  switch (r.kind) {
+    case RefKind::kInput:
+      return inputs.at(r.index);
+    case RefKind::kConst:
+      return constants.at(r.index);
+    case RefKind::kNode:
+      return nodes.at(r.index).out;
+  }
+  return inputs.at(0);
+}
+
+std::string Graph::RefStr(const ValueRef& r) const {
+  switch (r.kind) {
+    case RefKind::kInput:
+      return "input " + std::to_string(r.index);
+    case RefKind::kConst:
+      return "const " + std::to_string(r.index) + " (" + constants.at(r.index).name + ")";
+    case RefKind::kNode:
+      return "node " + std::to_string(r.index) + " (" + nodes.at(r.index).op + ")";
+  }
+  return "?";
+}
+
+Graph ParseGraph(const std::string& text) {
+  Ctx top("onednn subgraph: ");
+  String err;
+  json::Value root_v;
+  try {
+    root_v = json::Parse(String(text), &err);
+  } catch (const tvm::ffi::Error& e) {
+    top.Fail(std::string("invalid JSON: ") + e.message());
+  }
+  if (!err.empty()) top.Fail("invalid JSON: " + std::string(err));
+  json::Object root = AsObject(root_v, top, "document");
+
+  Graph g;
+  if (auto f = Field(root, "symbol")) {
+    g.symbol = AsString(*f, top, "\"symbol\"");
+  } else {
+    top.Fail("document is missing required field \"symbol\"");
+  }
+  if (g.symbol.empty()) top.Fail("\"symbol\" must be a non-empty string");
+  Ctx ctx(g.symbol + ": ");
+
+  std::string format = AsString(Required(root, "format", ctx, "document"), ctx, "\"format\"");
+  if (format != kSubgraphFormatName) {
+    ctx.Fail("\"format\" is '" + format + "', expected '" + kSubgraphFormatName + "'");
+  }
+  g.version = AsInt(Required(root, "version", ctx, "document"), ctx, "\"version\"");
+  if (g.version != kSubgraphFormatVersion) {
+    ctx.Fail("unsupported subgraph format version " + std::to_string(g.version) +
+             " (this runtime supports version " + std::to_string(kSubgraphFormatVersion) + ")");
+  }
+
+  json::Array inputs = AsArray(Required(root, "inputs", ctx, "document"), ctx, "\"inputs\"");
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    g.inputs.push_back(ParseTensorInfo(inputs[i], ctx, "input " + std::to_string(i)));
+  }
+  json::Array consts =
+      AsArray(Required(root, "constants", ctx, "document"), ctx, "\"constants\"");
+  std::set<std::string> const_names;
+  for (size_t i = 0; i < consts.size(); ++i) {
+    std::string what = "constant " + std::to_string(i);
+    ConstInfo c;
+    static_cast<TensorInfo&>(c) = ParseTensorInfo(consts[i], ctx, what);
+    json::Object obj = AsObject(consts[i], ctx, what);
+    c.name = AsString(Required(obj, "name", ctx, what), ctx, what + " name");
+    if (c.name.empty()) ctx.Fail(what + " has an empty name");
+    if (!const_names.insert(c.name).second) ctx.Fail("duplicate constant name '" + c.name + "'");
+    g.constants.push_back(c);
+  }
+
+  json::Array nodes = AsArray(Required(root, "nodes", ctx, "document"), ctx, "\"nodes\"");
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    Ctx nctx = ctx.Sub("node " + std::to_string(i) + ": ");
+    json::Object obj = AsObject(nodes[i], nctx, "node");
+    Node node;
+    node.op = AsString(Required(obj, "op", nctx, "node"), nctx, "\"op\"");
+    node.spec = LookupOp(node.op);
+    if (node.spec == nullptr) {
+      nctx.Fail("unknown op '" + node.op +
+                "' (not a supported composite; see onednn.supported_composites())");
+    }
+    nctx = ctx.Sub("node " + std::to_string(i) + " (" + node.op + "): ");
+    json::Array refs = AsArray(Required(obj, "inputs", nctx, "node"), nctx, "\"inputs\"");
+    if (static_cast<int>(refs.size()) != node.spec->NumOperands()) {
+      nctx.Fail("expects " + std::to_string(node.spec->NumOperands()) + " operands, got " +
+                std::to_string(refs.size()));
+    }
+    for (size_t k = 0; k < refs.size(); ++k) {
+      node.inputs.push_back(ParseRef(refs[k], g, static_cast<int64_t>(i), nctx,
+                                     std::string("operand ") + std::to_string(k) + " (" +
+                                         node.spec->OperandName(static_cast<int>(k)) + ")"));
+    }
+    json::Object attrs;
+    if (auto f = Field(obj, "attrs")) {
+      if (*f != nullptr) attrs = AsObject(*f, nctx, "\"attrs\"");
+    }
+    ParseAttrs(attrs, &node, nctx);
+    node.out.shape = AsShape(Required(obj, "shape", nctx, "node"), nctx, "output shape");
+    node.out.dtype = AsDType(Required(obj, "dtype", nctx, "node"), nctx, "output");
+    ValidateNodeShapes(g, node, nctx);
+    g.nodes.push_back(std::move(node));
+  }
+
+  json::Array outputs = AsArray(Required(root, "outputs", ctx, "document"), ctx, "\"outputs\"");
+  if (outputs.size() == 0) ctx.Fail("\"outputs\" must not be empty");
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    g.outputs.push_back(ParseRef(outputs[i], g, static_cast<int64_t>(g.nodes.size()), ctx,
+                                 "output " + std::to_string(i)));
+  }
+  return g;
+}
+
+}  // namespace tvm_onednn

@@ -1,0 +1,103 @@
+/*!
+ * \file graph.h
+ * \brief The parsed, validated form of a subgraph JSON document (docs/subgraph-format.md).
+ */
+#ifndef TVM_ONEDNN_GRAPH_H_
+#define TVM_ONEDNN_GRAPH_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common.h"
+#include "op_table.h"
+
+namespace tvm_onednn {
+
+/*! \brief Highest subgraph format version this runtime understands. */
+constexpr int64_t kSubgraphFormatVersion = 1;
+/*! \brief Value of the "format" field. */
+constexpr const char* kSubgraphFormatName = "tvm_onednn.subgraph";
+
+enum class RefKind : uint8_t { kInput, kConst, kNode };
+
+/*! \brief A reference to a value: region input i, constant i or the output of node i. */
+struct ValueRef {
+  RefKind kind = RefKind::kInput;
+  int64_t index = 0;
+  bool operator==(const ValueRef& o) const { return kind == o.kind && index == o.index; }
+  bool operator!=(const ValueRef& o) const { return !(*this == o); }
+};
+
+struct TensorInfo {
+  std::vector<int64_t> shape;
+  DType dtype = DType::kFloat32;
+};
+
+struct ConstInfo : TensorInfo {
+  std::string name;
+};
+
+/*! \brief Union of the attributes of all ops (unused ones keep their defaults). */
+struct NodeAttrs {
+  std::vector<int64_t> strides{1, 1};
+  std::vector<int64_t> padding{0, 0, 0, 0};  // top, left, bottom, right
+  std::vector<int64_t> dilation{1, 1};
+  std::vector<int64_t> pool_size;
+  int64_t groups = 1;
+  bool ceil_mode = false;
+  bool count_include_pad = false;
+  double clip_min = 0.0;
+  double clip_max = 0.0;
+  double alpha = 0.0;
+};
+
+struct Node {
+  std::string op;
+  const OpSpec* spec = nullptr;
+  std::vector<ValueRef> inputs;
+  NodeAttrs attrs;
+  TensorInfo out;
+};
+
+struct Graph {
+  int64_t version = kSubgraphFormatVersion;
+  std::string symbol;
+  std::vector<TensorInfo> inputs;
+  std::vector<ConstInfo> constants;
+  std::vector<Node> nodes;
+  std::vector<ValueRef> outputs;
+
+  /*! \brief Dense value id: inputs first, then constants, then nodes. */
+  int ValueId(const ValueRef& r) const {
+    switch (r.kind) {
+      case RefKind::kInput:
+        return static_cast<int>(r.index);
+      case RefKind::kConst:
+        return static_cast<int>(inputs.size() + r.index);
+      case RefKind::kNode:
+        return static_cast<int>(inputs.size() + constants.size() + r.index);
+    }
+    return -1;
+  }
+  int NumValues() const { return static_cast<int>(inputs.size() + constants.size() + nodes.size()); }
+  const TensorInfo& Info(const ValueRef& r) const;
+  /*! \brief "input 0", "const 2 (name)", "node 3 (onednn.conv2d)" */
+  std::string RefStr(const ValueRef& r) const;
+};
+
+/*!
+ * \brief Parse and fully validate a subgraph JSON document.
+ * Throws ValueError (naming the symbol, node and problem) on any violation of the contract:
+ * bad format/version, unknown op, wrong operand count, dangling/forward reference, attribute
+ * errors, shape mismatches between operands and the node's declared output, unsupported dtype.
+ */
+Graph ParseGraph(const std::string& json);
+
+/*! \brief Output spatial size of a pooling window (PyTorch/TVM semantics incl. ceil_mode). */
+int64_t PoolOutSize(int64_t in, int64_t k, int64_t stride, int64_t pad_l, int64_t pad_r,
+                    int64_t dilation, bool ceil_mode);
+
+}  // namespace tvm_onednn
+
+#endif  // TVM_ONEDNN_GRAPH_H_

@@ -1,0 +1,304 @@
+/*!
+ * \file module.cc
+ * \brief OneDNNJSONModule: function table, argument checking, (de)serialization.
+ */
+#include "module.h"
+
+#include <cstring>
+#include <sstream>
+
+namespace tvm_onednn {
+
+namespace {
+
+std::string DLTypeStr(const DLDataType& t) {
+  std::ostringstream os;
+  switch (t.code) {
+    case kDLFloat:
+      os << "float";
+      break;
+    case kDLInt:
+      os << "int";
+      break;
+    case kDLUInt:
+      os << (t.bits == 1 ? "bool" : "uint");
+      break;
+    case kDLBfloat:
+      os << "bfloat";
+      break;
+    default:
+      os << "type" << static_cast<int>(t.code) << "_";
+  }
+  if (!(t.code == kDLUInt && t.bits == 1)) os << static_cast<int>(t.bits);
+  if (t.lanes != 1) os << "x" << t.lanes;
+  return os.str();
+}
+
+std::vector<int64_t> ShapeOf(const DLTensor* t) {
+  return std::vector<int64_t>(t->shape, t->shape + t->ndim);
+}
+
+/*! \brief "onednn_0: input 2" -- built only when an error is reported. */
+struct Who {
+  const std::string& symbol;
+  const char* kind;  // "input", "output", "constant"
+  size_t index;
+  const std::string* name = nullptr;
+};
+
+std::ostream& operator<<(std::ostream& os, const Who& w) {
+  os << w.symbol << ": " << w.kind << ' ' << w.index;
+  if (w.name) os << " (" << *w.name << ')';
+  return os;
+}
+
+/*! \brief Check one tensor against the expected info (dtype, shape, CPU, compact). */
+void CheckTensor(const DLTensor* t, const TensorInfo& info, const Who& who) {
+  if (t == nullptr) TVM_FFI_THROW(ValueError) << who << " is a null tensor";
+  if (t->device.device_type != kDLCPU && t->device.device_type != kDLCUDAHost) {
+    TVM_FFI_THROW(ValueError) << who << " is on device type " << t->device.device_type
+                              << ", expected a CPU tensor";
+  }
+  DLDataType want = ToDLDataType(info.dtype);
+  if (t->dtype.code != want.code || t->dtype.bits != want.bits || t->dtype.lanes != want.lanes) {
+    TVM_FFI_THROW(TypeError) << who << " has dtype " << DLTypeStr(t->dtype) << ", expected "
+                             << DTypeName(info.dtype);
+  }
+  if (t->ndim != static_cast<int>(info.shape.size())) {
+    TVM_FFI_THROW(ValueError) << who << " has shape " << ShapeStr(ShapeOf(t)) << " (" << t->ndim
+                              << "-D), expected " << ShapeStr(info.shape);
+  }
+  for (int i = 0; i < t->ndim; ++i) {
+    if (t->shape[i] != info.shape[i]) {
+      TVM_FFI_THROW(ValueError) << who << " has shape " << ShapeStr(ShapeOf(t)) << ", expected "
+                                << ShapeStr(info.shape);
+    }
+  }
+  if (!ffi::IsContiguous(*t)) {
+    TVM_FFI_THROW(ValueError) << who << " is not compact (row-major contiguous); strides "
+                              << ShapeStr(std::vector<int64_t>(t->strides, t->strides + t->ndim));
+  }
+  if (t->data == nullptr) TVM_FFI_THROW(ValueError) << who << " has a null data pointer";
+}
+
+template <typename F>
+auto GuardDnnl(const std::string& symbol, F&& f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const dnnl::error& e) {
+    TVM_FFI_THROW(RuntimeError) << symbol << ": oneDNN error: " << e.what();
+  }
+  TVM_FFI_UNREACHABLE();
+}
+
+}  // namespace
+
+OneDNNJSONModule::OneDNNJSONModule(std::string json)
+    : json_(std::move(json)), graph_(ParseGraph(json_)) {}
+
+ffi::Module OneDNNJSONModule::Create(const std::string& json) {
+  return ffi::Module(ffi::make_object<OneDNNJSONModule>(json));
+}
+
+ffi::Optional<ffi::Function> OneDNNJSONModule::GetFunction(const ffi::String& name) {
+  ffi::ObjectPtr<ffi::Object> self = ffi::GetObjectPtr<ffi::Object>(this);
+  const std::string& sym = graph_.symbol;
+  if (name == "get_symbol") {
+    return ffi::Function::FromTyped([self, this]() { return ffi::String(graph_.symbol); });
+  }
+  if (name == "get_const_vars") {
+    return ffi::Function::FromTyped([self, this]() {
+      ffi::Array<ffi::String> names;
+      for (const auto& c : graph_.constants) names.push_back(c.name);
+      return names;
+    });
+  }
+  if (name == "get_json") {
+    return ffi::Function::FromTyped([self, this]() { return ffi::String(json_); });
+  }
+  if (name == "get_kernel_info") {
+    return ffi::Function::FromTyped([self, this]() { return ffi::String(KernelInfoJson()); });
+  }
+  if (name == "get_stats") {
+    return ffi::Function::FromTyped([self, this]() { return ffi::String(StatsJson()); });
+  }
+  if (name == "__init_" + sym) {
+    return ffi::Function([self, this](ffi::PackedArgs args, ffi::Any* rv) {
+      if (args.size() != 1) {
+        TVM_FFI_THROW(TypeError) << graph_.symbol << ": __init_" << graph_.symbol
+                                 << " takes 1 argument (Array<Tensor>), got " << args.size();
+      }
+      auto consts = args[0].try_cast<ffi::Array<ffi::Tensor>>();
+      if (!consts.has_value()) {
+        TVM_FFI_THROW(TypeError) << graph_.symbol << ": __init_" << graph_.symbol
+                                 << " expects an Array<Tensor>, got " << args[0].GetTypeKey();
+      }
+      Init(*consts);
+      *rv = 0;
+    });
+  }
+  if (name == sym) {
+    return ffi::Function([self, this](ffi::PackedArgs args, ffi::Any* rv) { Call(args); });
+  }
+  return std::nullopt;
+}
+
+void OneDNNJSONModule::Init(const ffi::Array<ffi::Tensor>& consts) {
+  std::lock_guard<std::mutex> lock(init_mu_);
+  if (initialized_.load()) return;  // const_loader initializes once; repeated init is a no-op
+  const std::string& sym = graph_.symbol;
+  if (consts.size() != graph_.constants.size()) {
+    TVM_FFI_THROW(ValueError) << sym << ": __init_" << sym << " got " << consts.size()
+                              << " constant(s), expected " << graph_.constants.size();
+  }
+  std::vector<ffi::Tensor> tensors;
+  for (size_t i = 0; i < consts.size(); ++i) {
+    ffi::Tensor t = consts[i];
+    CheckTensor(t.GetDLTensorPtr(), graph_.constants[i],
+                Who{sym, "constant", i, &graph_.constants[i].name});
+    tensors.push_back(t);
+  }
+  plan_ = GuardDnnl(sym, [&]() { return BuildPlan(graph_, tensors); });
+  pool_ = std::make_unique<ContextPool>(plan_.get());
+  initialized_.store(true);
+}
+
+void OneDNNJSONModule::EnsureInitialized() {
+  if (initialized_.load(std::memory_order_acquire)) return;
+  if (!graph_.constants.empty()) {
+    TVM_FFI_THROW(RuntimeError) << graph_.symbol << ": module is not initialized; call __init_"
+                                << graph_.symbol << " with its " << graph_.constants.size()
+                                << " constant(s) first";
+  }
+  Init(ffi::Array<ffi::Tensor>());
+}
+
+void OneDNNJSONModule::Call(ffi::PackedArgs args) {
+  const std::string& sym = graph_.symbol;
+  size_t n_in = graph_.inputs.size(), n_out = graph_.outputs.size();
+  if (static_cast<size_t>(args.size()) != n_in + n_out) {
+    TVM_FFI_THROW(TypeError) << sym << ": expects " << n_in + n_out << " arguments (" << n_in
+                             << " input(s) + " << n_out << " output(s)), got " << args.size();
+  }
+  constexpr size_t kSmall = 16;
+  void* small[kSmall];
+  std::vector<void*> big;
+  void** ptrs = small;
+  if (n_in + n_out > kSmall) {
+    big.resize(n_in + n_out);
+    ptrs = big.data();
+  }
+  for (size_t i = 0; i < n_in + n_out; ++i) {
+    bool is_in = i < n_in;
+    size_t idx = is_in ? i : i - n_in;
+    auto t = args[static_cast<int>(i)].try_cast<DLTensor*>();
+    if (!t.has_value()) {
+      TVM_FFI_THROW(TypeError) << sym << ": " << (is_in ? "input " : "output ") << idx
+                               << " must be a Tensor, got "
+                               << args[static_cast<int>(i)].GetTypeKey();
+    }
+    const TensorInfo& info = is_in ? graph_.inputs[idx] : graph_.Info(graph_.outputs[idx]);
+    CheckTensor(*t, info, Who{sym, is_in ? "input" : "output", idx});
+    ptrs[i] = static_cast<char*>((*t)->data) + (*t)->byte_offset;
+  }
+  EnsureInitialized();
+  GuardDnnl(sym, [&]() {
+    ContextPool::Lease ctx = pool_->Acquire();
+    ctx->Run(*plan_, ptrs, ptrs + n_in);
+    return 0;
+  });
+  calls_.fetch_add(1, std::memory_order_relaxed);
+}
+
+std::string OneDNNJSONModule::KernelInfoJson() {
+  EnsureInitialized();
+  std::ostringstream os;
+  os << '[';
+  for (size_t i = 0; i < plan_->nodes.size(); ++i) {
+    const NodeRecord& r = plan_->nodes[i];
+    if (i) os << ", ";
+    os << "{\"node\": " << i << ", \"op\": " << JsonQuote(r.op)
+       << ", \"impl\": " << JsonQuote(r.impl) << ", \"src_format\": " << JsonQuote(r.src_format)
+       << ", \"weights_format\": " << JsonQuote(r.weights_format)
+       << ", \"dst_format\": " << JsonQuote(r.dst_format)
+       << ", \"residual\": " << JsonQuote(r.residual)
+       << ", \"direct_output\": " << (r.direct_output ? "true" : "false")
+       << ", \"step\": " << r.step << '}';
+  }
+  os << ']';
+  return os.str();
+}
+
+std::string OneDNNJSONModule::StatsJson() {
+  std::ostringstream os;
+  bool init = initialized_.load();
+  os << "{\"symbol\": " << JsonQuote(graph_.symbol)
+     << ", \"initialized\": " << (init ? "true" : "false") << ", \"calls\": " << calls_.load();
+  if (init) {
+    os << ", \"steps_per_call\": " << plan_->steps.size()
+       << ", \"primitives_per_call\": " << plan_->steps.size() - plan_->reorders.size()
+       << ", \"reorders_per_call\": " << plan_->reorders.size() << ", \"reorders\": [";
+    for (size_t i = 0; i < plan_->reorders.size(); ++i) {
+      const ReorderRecord& r = plan_->reorders[i];
+      if (i) os << ", ";
+      os << "{\"step\": " << r.step << ", \"before_node\": " << r.before_node
+         << ", \"output_index\": " << r.output_index << ", \"value\": " << JsonQuote(r.value)
+         << ", \"reason\": " << JsonQuote(r.reason)
+         << ", \"src_format\": " << JsonQuote(r.src_format)
+         << ", \"dst_format\": " << JsonQuote(r.dst_format) << '}';
+    }
+    size_t slot_bytes = 0;
+    for (size_t s : plan_->slot_sizes) slot_bytes += s;
+    os << "], \"init_reorders\": " << plan_->init_reorders
+       << ", \"contexts_created\": " << pool_->created()
+       << ", \"contexts_free\": " << pool_->free_count()
+       << ", \"num_slots\": " << plan_->slot_sizes.size()
+       << ", \"slot_bytes\": " << slot_bytes
+       << ", \"scratchpad_bytes\": " << plan_->scratchpad_bytes;
+  }
+  os << '}';
+  return os.str();
+}
+
+ffi::Bytes OneDNNJSONModule::SaveToBytes() const {
+  std::string out(kBytesMagic, sizeof(kBytesMagic));
+  auto put = [&out](uint64_t v, int bytes) {
+    for (int i = 0; i < bytes; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+  };
+  put(kBytesFormatVersion, 4);
+  put(json_.size(), 8);
+  out += json_;
+  return ffi::Bytes(out);
+}
+
+ffi::Module OneDNNJSONModule::LoadFromBytes(const ffi::Bytes& bytes) {
+  const char* p = bytes.data();
+  size_t n = bytes.size();
+  const char* who = "onednn_json: cannot load module from bytes: ";
+  constexpr size_t kHeader = sizeof(kBytesMagic) + 4 + 8;
+  if (n < kHeader) {
+    TVM_FFI_THROW(ValueError) << who << "truncated header (" << n << " bytes, need at least "
+                              << kHeader << ")";
+  }
+  if (std::memcmp(p, kBytesMagic, sizeof(kBytesMagic)) != 0) {
+    TVM_FFI_THROW(ValueError) << who << "bad magic (not an onednn_json module)";
+  }
+  auto get = [p](size_t off, int bytes) {
+    uint64_t v = 0;
+    for (int i = 0; i < bytes; ++i) v |= static_cast<uint64_t>(static_cast<uint8_t>(p[off + i])) << (8 * i);
+    return v;
+  };
+  uint64_t version = get(sizeof(kBytesMagic), 4);
+  if (version != kBytesFormatVersion) {
+    TVM_FFI_THROW(ValueError) << who << "unsupported serialization version " << version
+                              << " (this runtime reads version " << kBytesFormatVersion << ")";
+  }
+  uint64_t len = get(sizeof(kBytesMagic) + 4, 8);
+  if (len != n - kHeader) {
+    TVM_FFI_THROW(ValueError) << who << "payload length " << len << " does not match the "
+                              << n - kHeader << " bytes present (truncated or corrupt)";
+  }
+  return Create(std::string(p + kHeader, len));
+}
+
+}  // namespace tvm_onednn

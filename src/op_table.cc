@@ -1,0 +1,114 @@
+/*!
+ * \file op_table.cc
+ * \brief Generates the composite table from the combinations in docs/subgraph-format.md.
+ */
+#include "op_table.h"
+
+#include <unordered_map>
+
+namespace tvm_onednn {
+
+namespace {
+
+const Activation kActivations[] = {
+    Activation::kNone,     Activation::kRelu,      Activation::kClip,
+    Activation::kSigmoid,  Activation::kTanh,      Activation::kGelu,
+    Activation::kGeluTanh, Activation::kSilu,      Activation::kHardswish,
+    Activation::kLeakyRelu,
+};
+
+struct Table {
+  std::vector<OpSpec> ops;
+  std::unordered_map<std::string, size_t> index;
+
+  Table() {
+    const std::pair<const char*, BaseOp> bases[] = {{"conv2d", BaseOp::kConv2d},
+                                                    {"matmul", BaseOp::kMatmul}};
+    for (const auto& base : bases) {
+      for (int bias = 0; bias < 2; ++bias) {
+        for (int add = 0; add < 2; ++add) {
+          for (Activation act : kActivations) {
+            OpSpec spec;
+            spec.name = std::string("onednn.") + base.first;
+            if (bias) spec.name += "_bias";
+            if (add) spec.name += "_add";
+            if (act != Activation::kNone) spec.name += std::string("_") + ActivationName(act);
+            spec.base = base.second;
+            spec.has_bias = bias;
+            spec.has_add = add;
+            spec.act = act;
+            ops.push_back(spec);
+          }
+        }
+      }
+    }
+    const std::pair<const char*, BaseOp> pools[] = {
+        {"onednn.max_pool2d", BaseOp::kMaxPool2d},
+        {"onednn.avg_pool2d", BaseOp::kAvgPool2d},
+        {"onednn.global_avg_pool2d", BaseOp::kGlobalAvgPool2d}};
+    for (const auto& pool : pools) {
+      OpSpec spec;
+      spec.name = pool.first;
+      spec.base = pool.second;
+      ops.push_back(spec);
+    }
+    for (size_t i = 0; i < ops.size(); ++i) index[ops[i].name] = i;
+  }
+};
+
+const Table& GetTable() {
+  static Table table;
+  return table;
+}
+
+}  // namespace
+
+int OpSpec::NumOperands() const {
+  if (IsPool()) return 1;
+  return 2 + (has_bias ? 1 : 0) + (has_add ? 1 : 0);
+}
+
+const char* OpSpec::OperandName(int i) const {
+  if (IsPool()) return "data";
+  if (i == 0) return base == BaseOp::kMatmul ? "a" : "data";
+  if (i == 1) return base == BaseOp::kMatmul ? "b" : "weight";
+  if (i == BiasIndex()) return "bias";
+  if (i == ResidualIndex()) return "residual";
+  return "operand";
+}
+
+const OpSpec* LookupOp(const std::string& name) {
+  const Table& table = GetTable();
+  auto it = table.index.find(name);
+  return it == table.index.end() ? nullptr : &table.ops[it->second];
+}
+
+const std::vector<OpSpec>& AllOps() { return GetTable().ops; }
+
+const char* ActivationName(Activation act) {
+  switch (act) {
+    case Activation::kNone:
+      return "";
+    case Activation::kRelu:
+      return "relu";
+    case Activation::kClip:
+      return "clip";
+    case Activation::kSigmoid:
+      return "sigmoid";
+    case Activation::kTanh:
+      return "tanh";
+    case Activation::kGelu:
+      return "gelu";
+    case Activation::kGeluTanh:
+      return "gelu_tanh";
+    case Activation::kSilu:
+      return "silu";
+    case Activation::kHardswish:
+      return "hardswish";
+    case Activation::kLeakyRelu:
+      return "leaky_relu";
+  }
+  return "";
+}
+
+}  // namespace tvm_onednn

@@ -1,0 +1,61 @@
+/*!
+ * \file op_table.h
+ * \brief The composite-name -> op spec table (the runtime's exact dispatch keys).
+ *
+ * Names follow docs/subgraph-format.md: `onednn.<base>[_bias][_add][_<act>]` for conv2d and
+ * matmul plus the three pools. Lookup is by exact name; there is no substring dispatch.
+ */
+#ifndef TVM_ONEDNN_OP_TABLE_H_
+#define TVM_ONEDNN_OP_TABLE_H_
+
+#include <string>
+#include <vector>
+
+namespace tvm_onednn {
+
+enum class BaseOp { kConv2d, kMatmul, kMaxPool2d, kAvgPool2d, kGlobalAvgPool2d };
+
+enum class Activation {
+  kNone,
+  kRelu,
+  kClip,
+  kSigmoid,
+  kTanh,
+  kGelu,
+  kGeluTanh,
+  kSilu,
+  kHardswish,
+  kLeakyRelu,
+};
+
+struct OpSpec {
+  std::string name;
+  BaseOp base;
+  bool has_bias = false;
+  bool has_add = false;
+  Activation act = Activation::kNone;
+
+  /*! \brief Number of entries expected in the node's "inputs" list. */
+  int NumOperands() const;
+  /*! \brief Role of operand i, for error messages ("data", "weight", "bias", "residual", ...). */
+  const char* OperandName(int i) const;
+  /*! \brief Index of the bias operand, or -1. */
+  int BiasIndex() const { return has_bias ? 2 : -1; }
+  /*! \brief Index of the residual operand, or -1. */
+  int ResidualIndex() const { return has_add ? (has_bias ? 3 : 2) : -1; }
+  bool IsPool() const {
+    return base == BaseOp::kMaxPool2d || base == BaseOp::kAvgPool2d ||
+           base == BaseOp::kGlobalAvgPool2d;
+  }
+};
+
+/*! \brief Exact-name lookup; nullptr if the name is not a supported composite. */
+const OpSpec* LookupOp(const std::string& name);
+/*! \brief All table entries, in a stable order. */
+const std::vector<OpSpec>& AllOps();
+/*! \brief Suffix name of an activation ("relu", ...); "" for none. */
+const char* ActivationName(Activation act);
+
+}  // namespace tvm_onednn
+
+#endif  // TVM_ONEDNN_OP_TABLE_H_

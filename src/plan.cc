@@ -1,0 +1,544 @@
+/*!
+ * \file plan.cc
+ * \brief Layout choice, reorder placement, in-place residual fusion and buffer planning.
+ *
+ * Rules (docs/runtime.md has the long form):
+ *  - conv src/weights/dst use format_tag::any; if the producer's layout differs from the chosen
+ *    src layout, the conv is re-queried with the producer's layout and kept when oneDNN picks the
+ *    same implementation (no reorder); otherwise one reorder is planned before the conv.
+ *  - constants are reordered (packed) once here, never per call.
+ *  - pools consume their producer's layout as is.
+ *  - matmul works on plain row-major views; constant b is packed with format_tag::any.
+ *  - a node whose value is only a region output writes the user's buffer directly when its
+ *    dst layout is (or can be, with the same implementation) plain; otherwise a reorder copies.
+ *  - `_add`: sum post-op in place into the residual's buffer when that value is an internal
+ *    intermediate that dies at this node and has the dst layout; otherwise binary_add.
+ */
+#include "plan.h"
+
+#include <algorithm>
+#include <climits>
+
+#include "primitives.h"
+
+namespace tvm_onednn {
+
+namespace {
+
+using tag = dnnl::memory::format_tag;
+
+struct ValueState {
+  MemDesc md;  // layout of the value (logical dims)
+  BufRef buf;
+  bool transferred = false;  // buffer handed to another value (in-place sum)
+  std::vector<std::pair<MemDesc, BufRef>> alts;
+  int last_use = -1;       // last node reading it; INT_MAX if it is a region output
+  int last_node_use = -1;  // last node reading it
+  int node_uses = 0;
+  bool is_output = false;
+  int direct_output = -1;  // output index this value may be written into directly
+};
+
+class Planner {
+ public:
+  Planner(const Graph& g, const std::vector<tvm::ffi::Tensor>& consts)
+      : g_(g), consts_(consts), plan_(new Plan()), init_stream_(CpuEngine()) {}
+
+  std::unique_ptr<Plan> Build() {
+    InitValues();
+    for (size_t n = 0; n < g_.nodes.size(); ++n) {
+      const Node& node = g_.nodes[n];
+      switch (node.spec->base) {
+        case BaseOp::kConv2d:
+          PlanConv(static_cast<int>(n));
+          break;
+        case BaseOp::kMatmul:
+          PlanMatmul(static_cast<int>(n));
+          break;
+        default:
+          PlanPool(static_cast<int>(n));
+          break;
+      }
+      ReleaseDead(static_cast<int>(n));
+    }
+    PlanOutputs();
+    plan_->slot_sizes = slots_.sizes();
+    init_stream_.wait();
+    return std::move(plan_);
+  }
+
+ private:
+  [[noreturn]] void Fail(int node, const std::string& msg) {
+    TVM_FFI_THROW(RuntimeError) << g_.symbol << ": node " << node << " (" << g_.nodes[node].op
+                                << "): " << msg;
+    TVM_FFI_UNREACHABLE();
+  }
+
+  std::string Where(int vid) const {
+    ValueRef r;
+    int ni = static_cast<int>(g_.inputs.size()), nc = static_cast<int>(g_.constants.size());
+    if (vid < ni) {
+      r = {RefKind::kInput, vid};
+    } else if (vid < ni + nc) {
+      r = {RefKind::kConst, vid - ni};
+    } else {
+      r = {RefKind::kNode, vid - ni - nc};
+    }
+    return g_.RefStr(r);
+  }
+
+  void InitValues() {
+    vals_.resize(g_.NumValues());
+    for (size_t i = 0; i < g_.inputs.size(); ++i) {
+      ValueState& v = vals_[g_.ValueId({RefKind::kInput, static_cast<int64_t>(i)})];
+      v.md = PlainDesc(g_.inputs[i].shape, g_.inputs[i].dtype);
+      v.buf = {BufKind::kInput, static_cast<int>(i)};
+    }
+    for (size_t i = 0; i < g_.constants.size(); ++i) {
+      ValueState& v = vals_[g_.ValueId({RefKind::kConst, static_cast<int64_t>(i)})];
+      v.md = PlainDesc(g_.constants[i].shape, g_.constants[i].dtype);
+      const DLTensor* t = consts_[i].GetDLTensorPtr();
+      v.buf = AddConst(static_cast<char*>(t->data) + t->byte_offset);
+      plan_->held.push_back(consts_[i]);
+    }
+    for (size_t n = 0; n < g_.nodes.size(); ++n) {
+      for (const ValueRef& r : g_.nodes[n].inputs) {
+        ValueState& v = vals_[g_.ValueId(r)];
+        v.last_use = std::max(v.last_use, static_cast<int>(n));
+        v.last_node_use = v.last_use;
+        v.node_uses++;
+      }
+    }
+    for (size_t j = 0; j < g_.outputs.size(); ++j) {
+      ValueState& v = vals_[g_.ValueId(g_.outputs[j])];
+      v.is_output = true;
+      v.last_use = INT_MAX;
+      if (g_.outputs[j].kind == RefKind::kNode && v.direct_output < 0) {
+        v.direct_output = static_cast<int>(j);
+      }
+    }
+  }
+
+  BufRef AddConst(void* ptr) {
+    plan_->const_ptrs.push_back(ptr);
+    return {BufKind::kConst, static_cast<int>(plan_->const_ptrs.size() - 1)};
+  }
+
+  BufRef AddOwnedConst(size_t bytes) {
+    auto buf = std::make_shared<AlignedBuffer>(bytes);
+    plan_->owned.push_back(buf);
+    return AddConst(buf->data());
+  }
+
+  static int CountUses(const Node& node, const ValueRef& r) {
+    return static_cast<int>(std::count(node.inputs.begin(), node.inputs.end(), r));
+  }
+
+  void AddReorderStep(BufRef src, const MemDesc& src_md, BufRef dst, const MemDesc& dst_md,
+                      int before_node, int output_index, const std::string& value,
+                      const std::string& reason) {
+    dnnl::primitive_attr attr;
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    dnnl::reorder::primitive_desc pd;
+    try {
+      pd = dnnl::reorder::primitive_desc(CpuEngine(), src_md, CpuEngine(), dst_md, attr);
+    } catch (const dnnl::error& e) {
+      TVM_FFI_THROW(RuntimeError) << g_.symbol << ": cannot create reorder " << FormatStr(src_md)
+                                  << " -> " << FormatStr(dst_md) << " for " << value << ": "
+                                  << e.what();
+    }
+    Step step;
+    step.prim = dnnl::reorder(pd);
+    step.is_reorder = true;
+    step.node = before_node;
+    step.args.push_back({DNNL_ARG_FROM, src, src_md});
+    step.args.push_back({DNNL_ARG_TO, dst, dst_md});
+    AddScratchpad(pd, &step);
+    ReorderRecord rec;
+    rec.step = static_cast<int>(plan_->steps.size());
+    rec.before_node = before_node;
+    rec.output_index = output_index;
+    rec.value = value;
+    rec.reason = reason;
+    rec.src_format = FormatStr(src_md);
+    rec.dst_format = FormatStr(dst_md);
+    plan_->reorders.push_back(rec);
+    plan_->steps.push_back(std::move(step));
+  }
+
+  void AddScratchpad(const dnnl::primitive_desc_base& pd, Step* step) {
+    MemDesc sp = pd.scratchpad_desc();
+    if (sp && sp.get_size() > 0) {
+      plan_->scratchpad_bytes = std::max(plan_->scratchpad_bytes, sp.get_size());
+      step->args.push_back({DNNL_ARG_SCRATCHPAD, {BufKind::kScratch, 0}, sp});
+    }
+  }
+
+  /*!
+   * \brief Make value `vid` available in layout `want` (whose dims may be a reshaped view of the
+   *        value's logical dims). Reuses the value's buffer when the layouts match physically,
+   *        else a cached reordered copy, else plans a reorder (constants: executed now, once).
+   */
+  BufRef Operand(int vid, const MemDesc& want, int node, const std::string& role) {
+    ValueState& v = vals_[vid];
+    Dims want_dims = want.get_dims();
+    std::optional<MemDesc> view = TryReshape(v.md, want_dims);
+    if (view && SameLayout(*view, want)) return v.buf;
+    for (const auto& alt : v.alts) {
+      std::optional<MemDesc> aview = TryReshape(alt.first, want_dims);
+      if (aview && SameLayout(*aview, want)) return alt.second;
+    }
+    BufRef src_buf = v.buf;
+    MemDesc src_md;
+    if (view) {
+      src_md = *view;
+    } else {
+      // The value's layout cannot be viewed with these dims: go through plain.
+      MemDesc plain = PlainLike(v.md);
+      src_buf = Operand(vid, plain, node, role);
+      src_md = *TryReshape(plain, want_dims);
+    }
+    BufRef dst;
+    bool is_const = v.buf.kind == BufKind::kConst;
+    if (is_const) {
+      dst = AddOwnedConst(want.get_size());
+      dnnl::memory src_mem(src_md, CpuEngine(), plan_->const_ptrs[src_buf.index]);
+      dnnl::memory dst_mem(want, CpuEngine(), plan_->const_ptrs[dst.index]);
+      dnnl::reorder(src_mem, dst_mem).execute(init_stream_, src_mem, dst_mem);
+      init_stream_.wait();
+      plan_->init_reorders++;
+    } else {
+      dst = {BufKind::kSlot, slots_.Alloc(want.get_size())};
+      AddReorderStep(src_buf, src_md, dst, want, node, -1, Where(vid),
+                     role + " layout " + FormatStr(src_md) + " -> " + FormatStr(want));
+    }
+    v.alts.push_back({want, dst});
+    return dst;
+  }
+
+  void Release(int vid) {
+    ValueState& v = vals_[vid];
+    if (v.buf.kind == BufKind::kSlot && !v.transferred) slots_.Release(v.buf.index);
+    for (const auto& alt : v.alts) {
+      if (alt.second.kind == BufKind::kSlot) slots_.Release(alt.second.index);
+    }
+    v.alts.clear();
+  }
+
+  void ReleaseDead(int n) {
+    const Node& node = g_.nodes[n];
+    std::vector<int> done;
+    for (const ValueRef& r : node.inputs) {
+      int vid = g_.ValueId(r);
+      if (vals_[vid].last_use == n && std::find(done.begin(), done.end(), vid) == done.end()) {
+        Release(vid);
+        done.push_back(vid);
+      }
+    }
+    int out = g_.ValueId({RefKind::kNode, n});
+    if (vals_[out].last_use < 0 && !vals_[out].is_output) Release(out);
+  }
+
+  /*! \brief Destination buffer of node n whose value has layout `md`. */
+  BufRef DstBuffer(int n, const MemDesc& md, bool direct) {
+    int vid = g_.ValueId({RefKind::kNode, n});
+    if (direct) return {BufKind::kOutput, vals_[vid].direct_output};
+    return {BufKind::kSlot, slots_.Alloc(md.get_size())};
+  }
+
+  bool OnlyOutput(int vid) const {
+    const ValueState& v = vals_[vid];
+    return v.is_output && v.node_uses == 0 && v.direct_output >= 0;
+  }
+
+  /*! \brief Whether `_add`'s residual can be accumulated in place (sum post-op). */
+  bool CanSumInPlace(int n, const ValueRef& r, const MemDesc& dst_md) const {
+    const ValueState& rv = vals_[g_.ValueId(r)];
+    return r.kind == RefKind::kNode && rv.buf.kind == BufKind::kSlot && !rv.transferred &&
+           !rv.is_output && rv.last_use == n && CountUses(g_.nodes[n], r) == 1 &&
+           SameLayout(rv.md, dst_md);
+  }
+
+  void FinishNode(int n, const dnnl::primitive_desc_base& pd, dnnl::primitive prim,
+                  std::vector<ArgBinding> args, const MemDesc& value_md, BufRef dst,
+                  bool direct, const std::string& residual, const MemDesc& src_md,
+                  const MemDesc& weights_md, const MemDesc& dst_md) {
+    int vid = g_.ValueId({RefKind::kNode, n});
+    Step step;
+    step.prim = std::move(prim);
+    step.args = std::move(args);
+    step.node = n;
+    AddScratchpad(pd, &step);
+    NodeRecord rec;
+    rec.op = g_.nodes[n].op;
+    rec.impl = ImplName(pd);
+    rec.src_format = FormatStr(src_md);
+    rec.weights_format = weights_md.get_ndims() > 0 ? FormatStr(weights_md) : "";
+    rec.dst_format = FormatStr(dst_md);
+    rec.residual = residual;
+    rec.direct_output = direct;
+    rec.step = static_cast<int>(plan_->steps.size());
+    plan_->nodes.push_back(rec);
+    plan_->steps.push_back(std::move(step));
+    vals_[vid].md = value_md;
+    vals_[vid].buf = dst;
+  }
+
+  void PlanConv(int n) {
+    const Node& node = g_.nodes[n];
+    const OpSpec& spec = *node.spec;
+    NodeDims dims = GetNodeDims(g_, node);
+    auto dt = ToDnnl(node.out.dtype);
+    MemDesc any_src(dims.src, dt, tag::any), any_w(dims.weights, dt, tag::any),
+        any_dst(dims.dst, dt, tag::any);
+    int data_vid = g_.ValueId(node.inputs[0]);
+    int out_vid = g_.ValueId({RefKind::kNode, n});
+    PostOps probe;
+    if (spec.has_add) probe.residual = ResidualMode::kSum;
+
+    auto pd0 = MakeConvPd(node, dims, any_src, any_w, any_dst, probe);
+    if (!pd0) Fail(n, "oneDNN has no convolution implementation for these shapes");
+    std::string impl0 = ImplName(*pd0);
+    MemDesc src_md = pd0->src_desc();
+    // Prefer the producer's layout when oneDNN runs the same kernel on it (no reorder).
+    std::optional<MemDesc> producer = TryReshape(vals_[data_vid].md, dims.src);
+    if (producer && !SameLayout(*producer, src_md)) {
+      auto pdp = MakeConvPd(node, dims, *producer, any_w, any_dst, probe);
+      if (pdp && ImplName(*pdp) == impl0) {
+        src_md = *producer;
+        pd0 = pdp;
+      }
+    }
+    MemDesc dst_md = pd0->dst_desc();
+    MemDesc plain_dst = PlainDesc(node.out.shape, node.out.dtype);
+    bool direct = false;
+    if (vals_[out_vid].direct_output >= 0) {
+      if (SameLayout(dst_md, plain_dst)) {
+        direct = true;
+      } else if (OnlyOutput(out_vid)) {
+        auto pdd = MakeConvPd(node, dims, src_md, any_w, plain_dst, probe);
+        if (pdd && ImplName(*pdd) == impl0) {
+          dst_md = plain_dst;
+          direct = true;
+        }
+      }
+    }
+    PostOps post;
+    std::string residual = "none";
+    BufRef dst;
+    bool have_dst = false;
+    std::optional<dnnl::convolution_forward::primitive_desc> pd;
+    if (spec.has_add) {
+      const ValueRef& r = node.inputs[spec.ResidualIndex()];
+      int r_vid = g_.ValueId(r);
+      ValueState& rv = vals_[r_vid];
+      if (!direct && CanSumInPlace(n, r, dst_md)) {
+        // accumulate into the residual's own buffer
+        post.residual = ResidualMode::kSum;
+        dst = rv.buf;
+        have_dst = true;
+        rv.transferred = true;
+        residual = "sum_inplace";
+      } else {
+        PostOps bin;
+        bin.residual = ResidualMode::kBinary;
+        bin.residual_md = rv.md;
+        auto pdb = MakeConvPd(node, dims, src_md, any_w, dst_md, bin);
+        // A src1 layout other than dst's often pushes oneDNN off its fast kernel (to ref:any).
+        if (pdb && (SameLayout(rv.md, dst_md) || ImplName(*pdb) == impl0)) {
+          post = bin;
+          pd = pdb;
+          residual = "binary_add";
+        } else {
+          // The residual is needed in the dst layout: reorder it (or reuse such a copy). When
+          // nothing reads the residual afterwards the copy becomes this node's dst (sum).
+          BufRef copy = Operand(r_vid, dst_md, n, "residual");
+          bool private_copy = copy.kind == BufKind::kSlot && !direct &&
+                              rv.last_node_use == n && CountUses(node, r) == 1 &&
+                              !(rv.buf.kind == copy.kind && rv.buf.index == copy.index);
+          if (private_copy) {
+            for (size_t k = 0; k < rv.alts.size(); ++k) {
+              if (rv.alts[k].second.kind == copy.kind && rv.alts[k].second.index == copy.index) {
+                rv.alts.erase(rv.alts.begin() + k);
+                break;
+              }
+            }
+            post.residual = ResidualMode::kSum;
+            dst = copy;
+            have_dst = true;
+            residual = "sum_inplace_copy";
+          } else {
+            post = bin;
+            post.residual_md = dst_md;
+            residual = "binary_add";
+          }
+        }
+      }
+    }
+    if (!pd) pd = MakeConvPd(node, dims, src_md, any_w, dst_md, post);
+    if (!pd) Fail(n, "oneDNN has no convolution implementation for the chosen layouts");
+    std::vector<ArgBinding> args;
+    args.push_back({DNNL_ARG_SRC, Operand(data_vid, pd->src_desc(), n, "data"), pd->src_desc()});
+    args.push_back({DNNL_ARG_WEIGHTS, Operand(g_.ValueId(node.inputs[1]), pd->weights_desc(), n,
+                                              "weight"),
+                    pd->weights_desc()});
+    if (spec.has_bias) {
+      args.push_back({DNNL_ARG_BIAS,
+                      Operand(g_.ValueId(node.inputs[spec.BiasIndex()]), pd->bias_desc(), n,
+                              "bias"),
+                      pd->bias_desc()});
+    }
+    if (post.residual == ResidualMode::kBinary) {
+      const ValueRef& r = node.inputs[spec.ResidualIndex()];
+      BufRef residual_buf = Operand(g_.ValueId(r), post.residual_md, n, "residual");
+      args.push_back({DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, residual_buf,
+                      post.residual_md});
+    }
+    if (!have_dst) dst = DstBuffer(n, pd->dst_desc(), direct);
+    args.push_back({DNNL_ARG_DST, dst, pd->dst_desc()});
+    FinishNode(n, *pd, dnnl::convolution_forward(*pd), std::move(args), pd->dst_desc(), dst,
+               direct, residual, pd->src_desc(), pd->weights_desc(), pd->dst_desc());
+  }
+
+  void PlanMatmul(int n) {
+    const Node& node = g_.nodes[n];
+    const OpSpec& spec = *node.spec;
+    NodeDims dims = GetNodeDims(g_, node);
+    auto dt = ToDnnl(node.out.dtype);
+    int out_vid = g_.ValueId({RefKind::kNode, n});
+    int b_vid = g_.ValueId(node.inputs[1]);
+    bool b_const = node.inputs[1].kind == RefKind::kConst;
+    MemDesc src_md = PlainLike(MemDesc(dims.src, dt, tag::any));
+    MemDesc w_md = b_const ? MemDesc(dims.weights, dt, tag::any)
+                           : PlainLike(MemDesc(dims.weights, dt, tag::any));
+    MemDesc dst_md = PlainLike(MemDesc(dims.dst, dt, tag::any));
+    bool direct = vals_[out_vid].direct_output >= 0;
+    PostOps post;
+    std::string residual = "none";
+    BufRef dst;
+    bool have_dst = false;
+    if (spec.has_add) {
+      const ValueRef& r = node.inputs[spec.ResidualIndex()];
+      ValueState& rv = vals_[g_.ValueId(r)];
+      std::optional<MemDesc> rview = TryReshape(rv.md, dims.dst);
+      if (!direct && rview && CanSumInPlace(n, r, PlainLike(rv.md)) && IsPlain(rv.md)) {
+        post.residual = ResidualMode::kSum;
+        dst = rv.buf;
+        have_dst = true;
+        rv.transferred = true;
+        residual = "sum_inplace";
+      } else {
+        post.residual = ResidualMode::kBinary;
+        post.residual_md = dst_md;
+        residual = "binary_add";
+      }
+    }
+    auto pd = MakeMatmulPd(node, dims, src_md, w_md, dst_md, post);
+    if (!pd) Fail(n, "oneDNN has no matmul implementation for these shapes");
+    std::vector<ArgBinding> args;
+    args.push_back({DNNL_ARG_SRC, Operand(g_.ValueId(node.inputs[0]), pd->src_desc(), n, "a"),
+                    pd->src_desc()});
+    args.push_back({DNNL_ARG_WEIGHTS, Operand(b_vid, pd->weights_desc(), n, "b"),
+                    pd->weights_desc()});
+    if (spec.has_bias) {
+      args.push_back({DNNL_ARG_BIAS,
+                      Operand(g_.ValueId(node.inputs[spec.BiasIndex()]), pd->bias_desc(), n,
+                              "bias"),
+                      pd->bias_desc()});
+    }
+    if (post.residual == ResidualMode::kBinary) {
+      const ValueRef& r = node.inputs[spec.ResidualIndex()];
+      args.push_back({DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1,
+                      Operand(g_.ValueId(r), post.residual_md, n, "residual"), post.residual_md});
+    }
+    MemDesc value_md = PlainDesc(node.out.shape, node.out.dtype);
+    if (!have_dst) dst = DstBuffer(n, value_md, direct);
+    args.push_back({DNNL_ARG_DST, dst, pd->dst_desc()});
+    FinishNode(n, *pd, dnnl::matmul(*pd), std::move(args), value_md, dst, direct, residual,
+               pd->src_desc(), pd->weights_desc(), pd->dst_desc());
+  }
+
+  void PlanPool(int n) {
+    const Node& node = g_.nodes[n];
+    NodeDims dims = GetNodeDims(g_, node);
+    auto dt = ToDnnl(node.out.dtype);
+    int data_vid = g_.ValueId(node.inputs[0]);
+    int out_vid = g_.ValueId({RefKind::kNode, n});
+    MemDesc any_dst(dims.dst, dt, tag::any);
+    PostOps post;
+    std::vector<float> fix = PoolDivisorFix(g_, node);
+    BufRef fix_buf;
+    if (!fix.empty()) {
+      post.pool_scale_md = PlainDesc({1, 1, node.out.shape[2], node.out.shape[3]}, node.out.dtype);
+      fix_buf = AddOwnedConst(fix.size() * sizeof(float));
+      std::copy(fix.begin(), fix.end(), static_cast<float*>(plan_->const_ptrs[fix_buf.index]));
+    }
+    // Pools run on the producer's layout (no reorder).
+    MemDesc src_md = vals_[data_vid].md;
+    auto pd = MakePoolPd(node, dims, src_md, any_dst, post);
+    if (!pd) {
+      src_md = PlainLike(src_md);
+      pd = MakePoolPd(node, dims, src_md, any_dst, post);
+    }
+    if (!pd) Fail(n, "oneDNN has no pooling implementation for these shapes");
+    std::string impl0 = ImplName(*pd);
+    MemDesc plain_dst = PlainDesc(node.out.shape, node.out.dtype);
+    bool direct = false;
+    if (vals_[out_vid].direct_output >= 0) {
+      if (SameLayout(pd->dst_desc(), plain_dst)) {
+        direct = true;
+      } else if (OnlyOutput(out_vid)) {
+        auto pdd = MakePoolPd(node, dims, src_md, plain_dst, post);
+        if (pdd && ImplName(*pdd) == impl0) {
+          pd = pdd;
+          direct = true;
+        }
+      }
+    }
+    std::vector<ArgBinding> args;
+    args.push_back({DNNL_ARG_SRC, Operand(data_vid, pd->src_desc(), n, "data"), pd->src_desc()});
+    if (post.pool_scale_md) {
+      args.push_back(
+          {DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, fix_buf, *post.pool_scale_md});
+    }
+    BufRef dst = DstBuffer(n, pd->dst_desc(), direct);
+    args.push_back({DNNL_ARG_DST, dst, pd->dst_desc()});
+    FinishNode(n, *pd, dnnl::pooling_forward(*pd), std::move(args), pd->dst_desc(), dst, direct,
+               "none", pd->src_desc(), MemDesc(), pd->dst_desc());
+  }
+
+  void PlanOutputs() {
+    for (size_t j = 0; j < g_.outputs.size(); ++j) {
+      int vid = g_.ValueId(g_.outputs[j]);
+      const ValueState& v = vals_[vid];
+      if (v.buf.kind == BufKind::kOutput && v.buf.index == static_cast<int>(j)) continue;
+      const TensorInfo& info = g_.Info(g_.outputs[j]);
+      MemDesc plain = PlainDesc(info.shape, info.dtype);
+      AddReorderStep(v.buf, v.md, {BufKind::kOutput, static_cast<int>(j)}, plain, -1,
+                     static_cast<int>(j), Where(vid),
+                     "region output " + std::to_string(j) + " " + FormatStr(v.md) + " -> " +
+                         FormatStr(plain));
+    }
+  }
+
+  const Graph& g_;
+  const std::vector<tvm::ffi::Tensor>& consts_;
+  std::unique_ptr<Plan> plan_;
+  dnnl::stream init_stream_;
+  SlotAllocator slots_;
+  std::vector<ValueState> vals_;
+};
+
+}  // namespace
+
+std::unique_ptr<Plan> BuildPlan(const Graph& g, const std::vector<tvm::ffi::Tensor>& consts) {
+  try {
+    return Planner(g, consts).Build();
+  } catch (const dnnl::error& e) {
+    TVM_FFI_THROW(RuntimeError) << g.symbol << ": oneDNN error while building primitives: "
+                                << e.what();
+  }
+  TVM_FFI_UNREACHABLE();
+}
+
+}  // namespace tvm_onednn

@@ -1,0 +1,86 @@
+/*!
+ * \file plan.h
+ * \brief The execution plan of one region: primitives in order, each argument bound to a buffer
+ *        (reusable slot, user input/output, packed constant, scratchpad), plus the records
+ *        behind get_kernel_info / get_stats. Built once at init; shared read-only by all
+ *        execution contexts.
+ */
+#ifndef TVM_ONEDNN_PLAN_H_
+#define TVM_ONEDNN_PLAN_H_
+
+#include <tvm/ffi/container/tensor.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "graph.h"
+#include "memory.h"
+
+namespace tvm_onednn {
+
+enum class BufKind : uint8_t {
+  kSlot,     // per-context intermediate buffer `index`
+  kInput,    // user input `index` (bound per call)
+  kOutput,   // user output `index` (bound per call)
+  kConst,    // module-owned constant data `index` (Plan::const_ptrs)
+  kScratch,  // per-context scratchpad
+};
+
+struct BufRef {
+  BufKind kind = BufKind::kSlot;
+  int index = -1;
+};
+
+struct ArgBinding {
+  int arg;  // DNNL_ARG_*
+  BufRef buf;
+  MemDesc md;
+};
+
+struct Step {
+  dnnl::primitive prim;
+  std::vector<ArgBinding> args;
+  bool is_reorder = false;
+  int node = -1;  // node index (for reorders: the consuming node, -1 for region outputs)
+};
+
+/*! \brief One reorder executed on every call (for get_stats). */
+struct ReorderRecord {
+  int step = 0;
+  int before_node = -1;   // consuming node or -1
+  int output_index = -1;  // region output written by this reorder, or -1
+  std::string value;      // "input 0", "node 3 (...)"
+  std::string reason;
+  std::string src_format, dst_format;
+};
+
+/*! \brief Per-node record (for get_kernel_info). */
+struct NodeRecord {
+  std::string op, impl, src_format, weights_format, dst_format, residual;
+  bool direct_output = false;
+  int step = -1;
+};
+
+struct Plan {
+  std::vector<Step> steps;
+  std::vector<size_t> slot_sizes;
+  size_t scratchpad_bytes = 0;
+  std::vector<void*> const_ptrs;
+  std::vector<std::shared_ptr<AlignedBuffer>> owned;
+  std::vector<tvm::ffi::Tensor> held;
+  std::vector<NodeRecord> nodes;
+  std::vector<ReorderRecord> reorders;
+  int init_reorders = 0;  // constant reorders (weight packing) executed once at init
+};
+
+/*!
+ * \brief Build the plan: choose layouts, create primitives, pack constants (reorders executed
+ *        now, once), plan intermediate buffers.
+ * \param consts the constants in graph order, already validated against the graph.
+ */
+std::unique_ptr<Plan> BuildPlan(const Graph& g, const std::vector<tvm::ffi::Tensor>& consts);
+
+}  // namespace tvm_onednn
+
+#endif  // TVM_ONEDNN_PLAN_H_

@@ -1,0 +1,46 @@
+/*!
+ * \file registry.cc
+ * \brief Global functions registered when libtvm_onednn.so is loaded.
+ */
+#include <tvm/ffi/container/array.h>
+#include <tvm/ffi/extra/module.h>
+#include <tvm/ffi/reflection/registry.h>
+#include <tvm/ffi/string.h>
+
+#include "executor.h"
+#include "module.h"
+#include "op_table.h"
+
+namespace tvm_onednn {
+
+namespace {
+
+std::string VersionString() {
+  const dnnl_version_t* v = dnnl_version();
+  return std::to_string(v->major) + "." + std::to_string(v->minor) + "." +
+         std::to_string(v->patch);
+}
+
+}  // namespace
+
+TVM_FFI_STATIC_INIT_BLOCK() {
+  namespace refl = ::tvm::ffi::reflection;
+  refl::GlobalDef()
+      .def("onednn.create_module",
+           [](const ffi::String& json) { return OneDNNJSONModule::Create(std::string(json)); })
+      .def("ffi.Module.load_from_bytes.onednn_json",
+           [](const ffi::Bytes& bytes) { return OneDNNJSONModule::LoadFromBytes(bytes); })
+      .def("onednn.module_save_to_bytes",
+           [](const ffi::Module& mod) { return mod->SaveToBytes(); })
+      .def("onednn.set_num_threads", [](int n) { SetNumThreads(n); })
+      .def("onednn.get_num_threads", []() { return GetNumThreads(); })
+      .def("onednn.version", []() { return ffi::String(VersionString()); })
+      .def("onednn.subgraph_format_version", []() { return kSubgraphFormatVersion; })
+      .def("onednn.supported_composites", []() {
+        ffi::Array<ffi::String> names;
+        for (const OpSpec& op : AllOps()) names.push_back(op.name);
+        return names;
+      });
+}
+
+}  // namespace tvm_onednn

@@ -1,0 +1,27 @@
+"""tvm-onednn: run Apache TVM Relax models on Intel CPUs with oneDNN kernels.
+
+``import tvm_onednn`` loads the C++ runtime (so exported modules load), registers
+``relax.ext.onednn`` and the ``"onednn"`` pipeline for
+``tvm.compile(mod, target, relax_pipeline="onednn")``.
+"""
+
+from .threads import set_openmp_defaults as _set_openmp_defaults
+
+_set_openmp_defaults()  # before libgomp loads with the runtime library
+
+from . import _ffi_api, pipeline  # noqa: E402  (loads the runtime, registers the pipeline)
+from .byoc import OffloadSummary, offload_summary, partition_for_onednn  # noqa: E402
+from .frontend import ModelImportError, from_onnx  # noqa: E402
+from .threads import get_num_threads, set_num_threads  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ModelImportError",
+    "OffloadSummary",
+    "from_onnx",
+    "get_num_threads",
+    "offload_summary",
+    "partition_for_onednn",
+    "set_num_threads",
+]
