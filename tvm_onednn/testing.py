@@ -10,6 +10,7 @@ from tvm import relax
 
 from .target import host_target_spec
 
+
 def target(spec: dict | None = None) -> tvm.target.Target:
     """A Target from a JSON dict (the only form TVM 0.27 accepts); defaults to this CPU."""
     return tvm.target.Target(spec or host_target_spec())

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import tvm
 from tvm import relax, tirx
-from tvm.relax.dpl.pattern import is_const, is_op, wildcard
 from tvm.ir.expr import TensorLoad
+from tvm.relax.dpl.pattern import is_const, is_op, wildcard
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from .. import relax_utils as ru
+from ._rewrite import rewrite_relax_functions
 
 _MAX_FLOAT = 3.4028234663852886e38
 
@@ -105,10 +106,6 @@ class CanonicalizeClip:
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         rewriter = _CallTIRToMinMax(mod)
-        updated = {}
-        for gv, func in mod.functions.items():
-            if isinstance(func, relax.Function):
-                func = rewriter.visit_expr(func)
-                updated[gv] = _fold_minmax_to_clip(func)
-        new_mod = tvm.IRModule({**dict(mod.functions.items()), **updated}, attrs=mod.attrs)
-        return relax.transform.DeadCodeElimination()(new_mod)
+        return rewrite_relax_functions(
+            mod, lambda func: _fold_minmax_to_clip(rewriter.visit_expr(func))
+        )

@@ -13,6 +13,7 @@ from tvm import relax
 from tvm.relax.dpl.pattern import DFPattern, is_const, is_op, wildcard
 
 from .. import relax_utils as ru
+from ._rewrite import rewrite_relax_functions
 
 
 def _commutative(op: str, a: DFPattern, b: DFPattern) -> DFPattern:
@@ -61,9 +62,4 @@ class CanonicalizeGelu:
     """Replace the decomposed erf GELU with ``R.nn.gelu``."""
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        updated = {
-            gv: _rewrite(func)
-            for gv, func in mod.functions.items()
-            if isinstance(func, relax.Function)
-        }
-        return tvm.IRModule({**dict(mod.functions.items()), **updated}, attrs=mod.attrs)
+        return rewrite_relax_functions(mod, _rewrite, eliminate_dead_code=False)

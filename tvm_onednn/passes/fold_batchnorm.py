@@ -14,6 +14,7 @@ from tvm import relax
 from tvm.relax.dpl.pattern import is_const, is_op, is_tuple_get_item, wildcard
 
 from .. import relax_utils as ru
+from ._rewrite import rewrite_relax_functions
 
 
 def _per_channel(expr: relax.Expr, channels: int) -> np.ndarray | None:
@@ -67,10 +68,4 @@ class FoldBatchNormIntoConv:
     """Fold ``batch_norm(conv2d(x, w) [+ b])[0]`` with constant parameters into the conv."""
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        updated = {
-            gv: _fold(func)
-            for gv, func in mod.functions.items()
-            if isinstance(func, relax.Function)
-        }
-        new_mod = tvm.IRModule({**dict(mod.functions.items()), **updated}, attrs=mod.attrs)
-        return relax.transform.DeadCodeElimination()(new_mod)
+        return rewrite_relax_functions(mod, _fold)

@@ -17,6 +17,7 @@ from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from .. import relax_utils as ru
+from ._rewrite import rewrite_relax_functions
 
 
 def _axes(call: relax.Call) -> list[int] | None:
@@ -102,11 +103,4 @@ class FoldConstantsWithNumpy:
     """Fold element-wise/reshape/transpose/cast ops on constants with numpy."""
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        folder = _NumpyFolder(mod)
-        updated = {
-            gv: folder.visit_expr(func)
-            for gv, func in mod.functions.items()
-            if isinstance(func, relax.Function)
-        }
-        new_mod = tvm.IRModule({**dict(mod.functions.items()), **updated}, attrs=mod.attrs)
-        return relax.transform.DeadCodeElimination()(new_mod)
+        return rewrite_relax_functions(mod, _NumpyFolder(mod).visit_expr)

@@ -13,6 +13,7 @@ from tvm import relax
 from tvm.relax.dpl.pattern import is_op, wildcard
 
 from .. import relax_utils as ru
+from ._rewrite import rewrite_relax_functions
 
 
 def _unbroadcast(expr: relax.Expr, var2val, shape: list[int]) -> relax.Expr | None:
@@ -52,10 +53,4 @@ class RewriteStackSum:
     """Replace ``sum(stack([...]), axis=0)`` of same-shaped tensors with ``add``."""
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        updated = {
-            gv: _rewrite(func)
-            for gv, func in mod.functions.items()
-            if isinstance(func, relax.Function)
-        }
-        new_mod = tvm.IRModule({**dict(mod.functions.items()), **updated}, attrs=mod.attrs)
-        return relax.transform.DeadCodeElimination()(new_mod)
+        return rewrite_relax_functions(mod, _rewrite)
