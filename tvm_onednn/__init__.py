@@ -9,10 +9,10 @@ from .threads import set_openmp_defaults as _set_openmp_defaults
 
 _set_openmp_defaults()  # before libgomp loads with the runtime library
 
-from . import _ffi_api, pipeline  # noqa: E402  (loads the runtime, registers the pipeline)
-from .byoc import OffloadSummary, offload_summary, partition_for_onednn  # noqa: E402
-from .frontend import ModelImportError, from_onnx  # noqa: E402
-from .threads import get_num_threads, set_num_threads  # noqa: E402
+from . import _ffi_api, pipeline  # load the runtime; register the "onednn" pipeline
+from .byoc import OffloadSummary, offload_summary, partition_for_onednn
+from .frontend import ModelImportError, from_onnx
+from .threads import get_num_threads, set_num_threads
 
 __version__ = "0.1.0"
 

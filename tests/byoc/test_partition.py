@@ -1,7 +1,6 @@
 """Partitioning: which chains form regions, region names, reasons for what stays with TVM."""
 
 import numpy as np
-import tvm
 from tvm import relax
 
 import tvm_onednn

@@ -11,7 +11,6 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-import tvm
 import tvm_ffi
 from tvm import relax
 

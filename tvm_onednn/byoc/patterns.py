@@ -303,7 +303,7 @@ def pattern_table() -> list[FusionPattern]:
     for kind in POOLS:
         pattern, annotations = make_pool_pattern(kind)
         name = f"{BACKEND}.{kind}"
-        why_not = lambda ctx: why_not_pool(ctx.annotated_expr["root"])  # noqa: E731
+        why_not = lambda ctx: why_not_pool(ctx.annotated_expr["root"])
         table.append(FusionPattern(name, pattern, annotations, _check(name, why_not)))
     return table
 
