@@ -5,9 +5,9 @@
 ``tvm.compile(mod, target, relax_pipeline="onednn")``.
 """
 
-from .threads import set_openmp_defaults as _set_openmp_defaults
+from .threads import set_thread_defaults as _set_thread_defaults
 
-_set_openmp_defaults()  # before libgomp loads with the runtime library
+_set_thread_defaults()  # before libgomp loads with the runtime library
 
 from . import _ffi_api, pipeline  # load the runtime; register the "onednn" pipeline
 from .byoc import OffloadSummary, offload_summary, partition_for_onednn

@@ -25,9 +25,15 @@ def default_num_threads() -> int:
     return len(os.sched_getaffinity(0))
 
 
-def set_openmp_defaults() -> None:
-    """Environment defaults that OpenMP reads once, when libgomp loads."""
+def set_thread_defaults() -> None:
+    """Environment defaults read once: by libgomp when it loads, by TVM's pool when created.
+
+    Without ``TVM_NUM_THREADS``, TVM assumes hyper-threading, sizes its pool at half the
+    logical CPUs and pins the calling thread to core 0 when the pool starts; every thread
+    created afterwards (oneDNN's OpenMP workers included) would inherit that one-core mask.
+    """
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ.setdefault("TVM_NUM_THREADS", str(default_num_threads()))
 
 
 def set_num_threads(num_threads: int) -> None:
