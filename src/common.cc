@@ -100,7 +100,7 @@ dnnl::memory::data_type ToDnnl(DType dtype) {
   return dt::undef;
 }
 
-bool IsExecutableDType(DType dtype) { return dtype == DType::kFloat32; }
+bool IsExecutableDType(DType dtype) { return dtype == DType::kFloat32 || IsInt8(dtype); }
 
 std::string ShapeStr(const std::vector<int64_t>& shape) {
   std::ostringstream os;

@@ -18,8 +18,8 @@ namespace tvm_onednn {
 
 /*!
  * \brief Element type of one value of a subgraph.
- * Every value carries its own dtype so that int8 regions (u8/s8 activations, s8 weights,
- * s32 bias) fit without changing the structs; only kFloat32 is executable today.
+ * Every value carries its own dtype: float32 values, and in int8 regions u8/s8 activations,
+ * s8 weights (float32 biases). float16 / bfloat16 / int32 are parsed but not executable.
  */
 enum class DType : uint8_t { kFloat32, kFloat16, kBFloat16, kInt8, kUInt8, kInt32 };
 
@@ -33,8 +33,10 @@ size_t DTypeBytes(DType dtype);
 DLDataType ToDLDataType(DType dtype);
 /*! \brief The oneDNN data type. */
 dnnl::memory::data_type ToDnnl(DType dtype);
-/*! \brief Whether the runtime can execute values of this dtype (fp32 only for now). */
+/*! \brief Whether the runtime can execute values of this dtype (float32, uint8, int8). */
 bool IsExecutableDType(DType dtype);
+/*! \brief uint8 or int8 (a quantized value). */
+inline bool IsInt8(DType dtype) { return dtype == DType::kInt8 || dtype == DType::kUInt8; }
 
 /*! \brief "[1,3,224,224]" */
 std::string ShapeStr(const std::vector<int64_t>& shape);

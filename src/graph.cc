@@ -131,7 +131,7 @@ DType AsDType(const Any& v, const Ctx& ctx, const std::string& what) {
   if (!ParseDType(name, &dtype)) ctx.Fail(what + " has unknown dtype '" + name + "'");
   if (!IsExecutableDType(dtype)) {
     ctx.Fail(what + " has dtype '" + name +
-             "', which is not supported yet (this runtime executes float32 only)");
+             "', which is not supported yet (this runtime executes float32, uint8 and int8)");
   }
   return dtype;
 }
@@ -250,17 +250,95 @@ bool IsVectorOf(const std::vector<int64_t>& shape, int64_t n) {
   return true;
 }
 
+/*!
+ * \brief Per-operand dtypes. float32 ops: everything float32. int8 ops
+ *        (docs/subgraph-format.md, "int8 nodes"): conv2d/matmul read u8/s8 data, an s8 constant
+ *        weight, a float32 bias, a u8/s8/f32 residual and write u8/s8/f32; pools keep their
+ *        u8/s8 dtype; quantize f32 -> u8/s8; dequantize u8/s8 -> f32.
+ */
+void ValidateNodeDTypes(const Graph& g, const Node& node, const Ctx& ctx) {
+  const OpSpec& spec = *node.spec;
+  auto role = [&](size_t i) {
+    return std::string(spec.OperandName(static_cast<int>(i))) + " (" + g.RefStr(node.inputs[i]) +
+           ")";
+  };
+  auto dt = [&](size_t i) { return g.Info(node.inputs[i]).dtype; };
+  auto quoted = [](DType d) { return std::string("'") + DTypeName(d) + "'"; };
+  DType out = node.out.dtype;
+  if (!spec.quantized) {
+    for (size_t i = 0; i < node.inputs.size(); ++i) {
+      if (dt(i) != DType::kFloat32) {
+        ctx.Fail(role(i) + " has dtype " + quoted(dt(i)) + ", which is not supported by the " +
+                 "float32 op " + spec.name +
+                 " (u8/s8 values are read by onednn.q* ops and onednn.dequantize)");
+      }
+    }
+    if (out != DType::kFloat32) {
+      ctx.Fail("output dtype " + quoted(out) + " is not supported by the float32 op " +
+               spec.name + " (int8 outputs come from onednn.q* ops and onednn.quantize)");
+    }
+    return;
+  }
+  auto need_int8 = [&](size_t i) {
+    if (!IsInt8(dt(i))) {
+      ctx.Fail(role(i) + " has dtype " + quoted(dt(i)) + ", expected 'uint8' or 'int8'");
+    }
+  };
+  switch (spec.base) {
+    case BaseOp::kQuantize:
+      if (dt(0) != DType::kFloat32) {
+        ctx.Fail(role(0) + " has dtype " + quoted(dt(0)) + ", expected 'float32'");
+      }
+      if (!IsInt8(out)) {
+        ctx.Fail("output dtype " + quoted(out) + " must be 'uint8' or 'int8' for quantize");
+      }
+      return;
+    case BaseOp::kDequantize:
+      need_int8(0);
+      if (out != DType::kFloat32) {
+        ctx.Fail("output dtype " + quoted(out) + " must be 'float32' for dequantize");
+      }
+      return;
+    case BaseOp::kMaxPool2d:
+    case BaseOp::kAvgPool2d:
+    case BaseOp::kGlobalAvgPool2d:
+      need_int8(0);
+      if (out != dt(0)) {
+        ctx.Fail("output dtype " + quoted(out) + " differs from the data dtype " + quoted(dt(0)) +
+                 " (an int8 pool keeps its input dtype)");
+      }
+      return;
+    case BaseOp::kConv2d:
+    case BaseOp::kMatmul:
+      break;
+  }
+  need_int8(0);
+  if (dt(1) != DType::kInt8) {
+    ctx.Fail(role(1) + " has dtype " + quoted(dt(1)) +
+             ", expected 'int8' (int8 weights are signed 8-bit)");
+  }
+  if (node.inputs[1].kind != RefKind::kConst) {
+    ctx.Fail(role(1) + " must be a constant (int8 weights are packed once at init)");
+  }
+  if (spec.has_bias && dt(spec.BiasIndex()) != DType::kFloat32) {
+    size_t b = spec.BiasIndex();
+    ctx.Fail(role(b) + " has dtype " + quoted(dt(b)) + ", expected 'float32'");
+  }
+  if (spec.has_add) {
+    size_t r = spec.ResidualIndex();
+    if (!IsInt8(dt(r)) && dt(r) != DType::kFloat32) {
+      ctx.Fail(role(r) + " has dtype " + quoted(dt(r)) + ", expected 'uint8', 'int8' or 'float32'");
+    }
+  }
+  if (!IsInt8(out) && out != DType::kFloat32) {
+    ctx.Fail("output dtype " + quoted(out) + " must be 'uint8', 'int8' or 'float32'");
+  }
+}
+
 void ValidateNodeShapes(const Graph& g, const Node& node, const Ctx& ctx) {
   const OpSpec& spec = *node.spec;
   std::vector<const TensorInfo*> ops;
   for (const ValueRef& r : node.inputs) ops.push_back(&g.Info(r));
-  for (size_t i = 0; i < ops.size(); ++i) {
-    if (ops[i]->dtype != node.out.dtype) {
-      ctx.Fail(std::string(spec.OperandName(static_cast<int>(i))) + " (" +
-               g.RefStr(node.inputs[i]) + ") has dtype " + DTypeName(ops[i]->dtype) +
-               " but the node's output dtype is " + DTypeName(node.out.dtype));
-    }
-  }
   const std::vector<int64_t>& out = node.out.shape;
   auto check_out = [&](const std::vector<int64_t>& expected) {
     if (out != expected) {
@@ -347,6 +425,8 @@ void ValidateNodeShapes(const Graph& g, const Node& node, const Ctx& ctx) {
       }
     }
     check_residual();
+  } else if (spec.IsQuantReorder()) {
+    check_out(ops[0]->shape);
   } else {
     const auto& x = ops[0]->shape;
     if (x.size() != 4) ctx.Fail("data must be 4-D NCHW, got shape " + ShapeStr(x));
@@ -483,9 +563,14 @@ Graph ParseGraph(const std::string& text) {
       if (*f != nullptr) attrs = AsObject(*f, nctx, "\"attrs\"");
     }
     ParseAttrs(attrs, &node, nctx);
+    auto fail = [&nctx](const std::string& msg) { nctx.Fail(msg); };
+    std::optional<Any> quant = Field(obj, "quant");
+    node.quant = ParseQuant(*node.spec, quant ? &*quant : nullptr, fail);
     node.out.shape = AsShape(Required(obj, "shape", nctx, "node"), nctx, "output shape");
     node.out.dtype = AsDType(Required(obj, "dtype", nctx, "node"), nctx, "output");
+    ValidateNodeDTypes(g, node, nctx);
     ValidateNodeShapes(g, node, nctx);
+    ValidateQuant(g, node, fail);
     g.nodes.push_back(std::move(node));
   }
 

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "common.h"
+#include "int8_attrs.h"
 #include "op_table.h"
 
 namespace tvm_onednn {
@@ -57,6 +58,7 @@ struct Node {
   const OpSpec* spec = nullptr;
   std::vector<ValueRef> inputs;
   NodeAttrs attrs;
+  QuantParams quant;  // int8 ops only
   TensorInfo out;
 };
 
@@ -90,7 +92,8 @@ struct Graph {
  * \brief Parse and fully validate a subgraph JSON document.
  * Throws ValueError (naming the symbol, node and problem) on any violation of the contract:
  * bad format/version, unknown op, wrong operand count, dangling/forward reference, attribute
- * errors, shape mismatches between operands and the node's declared output, unsupported dtype.
+ * errors, shape mismatches between operands and the node's declared output, unsupported dtype,
+ * dtypes of int8 operands and the `quant` fields of int8 nodes.
  */
 Graph ParseGraph(const std::string& json);
 

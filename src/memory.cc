@@ -86,14 +86,21 @@ bool DimOffsets(const MemDesc& md, int d, std::vector<int64_t>* out) {
 
 }  // namespace
 
-bool SameLayout(const MemDesc& a, const MemDesc& b) {
+namespace {
+
+bool SameLayoutImpl(const MemDesc& a, const MemDesc& b, bool same_size_types) {
   if (a == b) return true;
   if (!a || !b) return false;
   if (a.get_format_kind() != dnnl::memory::format_kind::blocked ||
       b.get_format_kind() != dnnl::memory::format_kind::blocked) {
     return false;
   }
-  if (a.get_data_type() != b.get_data_type()) return false;
+  if (a.get_data_type() != b.get_data_type()) {
+    if (!same_size_types ||
+        DataTypeBytes(a.get_data_type()) != DataTypeBytes(b.get_data_type())) {
+      return false;
+    }
+  }
   if (a.get_dims() != b.get_dims()) return false;
   if (a.get_size() != b.get_size()) return false;
   int nd = a.get_ndims();
@@ -104,6 +111,69 @@ bool SameLayout(const MemDesc& a, const MemDesc& b) {
     if (fa != fb) return false;
   }
   return true;
+}
+
+}  // namespace
+
+bool SameLayout(const MemDesc& a, const MemDesc& b) { return SameLayoutImpl(a, b, false); }
+
+bool SameElementLayout(const MemDesc& a, const MemDesc& b) { return SameLayoutImpl(a, b, true); }
+
+const char* DataTypeName(dnnl::memory::data_type dt) {
+  using t = dnnl::memory::data_type;
+  switch (dt) {
+    case t::f32:
+      return "f32";
+    case t::s32:
+      return "s32";
+    case t::f16:
+      return "f16";
+    case t::bf16:
+      return "bf16";
+    case t::s8:
+      return "s8";
+    case t::u8:
+      return "u8";
+    default:
+      return "undef";
+  }
+}
+
+size_t DataTypeBytes(dnnl::memory::data_type dt) {
+  using t = dnnl::memory::data_type;
+  switch (dt) {
+    case t::f32:
+    case t::s32:
+      return 4;
+    case t::f16:
+    case t::bf16:
+      return 2;
+    case t::s8:
+    case t::u8:
+      return 1;
+    default:
+      return 0;
+  }
+}
+
+std::optional<MemDesc> WithDataType(const MemDesc& md, dnnl::memory::data_type dt) {
+  if (md.get_data_type() == dt) return md;
+  if (!md || md.get_format_kind() != dnnl::memory::format_kind::blocked) return std::nullopt;
+  try {
+    if (md.get_inner_nblks() == 0) return MemDesc(md.get_dims(), dt, md.get_strides());
+    // Blocked layouts have no public constructor from strides + blocks: a binary primitive's
+    // `any` dst follows src0's layout.
+    MemDesc any(md.get_dims(), dt, dnnl::memory::format_tag::any);
+    dnnl::binary::primitive_desc pd(CpuEngine(), dnnl::algorithm::binary_add, md, md, any);
+    MemDesc out = pd.dst_desc();
+    if (out.get_data_type() != dt) return std::nullopt;
+    if (DataTypeBytes(dt) == DataTypeBytes(md.get_data_type()) && !SameElementLayout(out, md)) {
+      return std::nullopt;
+    }
+    return out;
+  } catch (const dnnl::error&) {
+    return std::nullopt;
+  }
 }
 
 bool IsPlain(const MemDesc& md) { return SameLayout(md, PlainLike(md)); }

@@ -32,6 +32,17 @@ std::string FormatStr(const MemDesc& md);
  *        E.g. nchw and nChw16c of [1, 2048, 1, 1].
  */
 bool SameLayout(const MemDesc& a, const MemDesc& b);
+/*!
+ * \brief SameLayout, but the data types may differ when their element sizes are equal
+ *        (u8 / s8): one buffer can then be read as either type through either desc.
+ */
+bool SameElementLayout(const MemDesc& a, const MemDesc& b);
+/*! \brief `md` with another data type and the same element layout; nullopt if not expressible. */
+std::optional<MemDesc> WithDataType(const MemDesc& md, dnnl::memory::data_type dt);
+/*! \brief oneDNN-verbose name of a data type: "f32", "u8", "s8", ... */
+const char* DataTypeName(dnnl::memory::data_type dt);
+/*! \brief Bytes per element of a oneDNN data type. */
+size_t DataTypeBytes(dnnl::memory::data_type dt);
 /*! \brief SameLayout(md, PlainLike(md)). */
 bool IsPlain(const MemDesc& md);
 /*! \brief md.reshape(dims) or nullopt when oneDNN cannot express it. */

@@ -222,6 +222,9 @@ std::string OneDNNJSONModule::KernelInfoJson() {
        << ", \"weights_format\": " << JsonQuote(r.weights_format)
        << ", \"dst_format\": " << JsonQuote(r.dst_format)
        << ", \"residual\": " << JsonQuote(r.residual)
+       << ", \"src_dtype\": " << JsonQuote(r.src_dtype)
+       << ", \"dst_dtype\": " << JsonQuote(r.dst_dtype)
+       << ", \"weights_rounding\": " << JsonQuote(r.weights_rounding)
        << ", \"direct_output\": " << (r.direct_output ? "true" : "false")
        << ", \"step\": " << r.step << '}';
   }

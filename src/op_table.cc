@@ -22,6 +22,22 @@ struct Table {
   std::unordered_map<std::string, size_t> index;
 
   Table() {
+    // float32 ops first (the original 83 names, same order), then their int8 forms.
+    for (int quantized = 0; quantized < 2; ++quantized) AddFamily(quantized != 0);
+    const std::pair<const char*, BaseOp> boundary[] = {{"onednn.quantize", BaseOp::kQuantize},
+                                                       {"onednn.dequantize", BaseOp::kDequantize}};
+    for (const auto& b : boundary) {
+      OpSpec spec;
+      spec.name = b.first;
+      spec.base = b.second;
+      spec.quantized = true;
+      ops.push_back(spec);
+    }
+    for (size_t i = 0; i < ops.size(); ++i) index[ops[i].name] = i;
+  }
+
+  void AddFamily(bool quantized) {
+    const char* q = quantized ? "q" : "";
     const std::pair<const char*, BaseOp> bases[] = {{"conv2d", BaseOp::kConv2d},
                                                     {"matmul", BaseOp::kMatmul}};
     for (const auto& base : bases) {
@@ -29,7 +45,7 @@ struct Table {
         for (int add = 0; add < 2; ++add) {
           for (Activation act : kActivations) {
             OpSpec spec;
-            spec.name = std::string("onednn.") + base.first;
+            spec.name = std::string("onednn.") + q + base.first;
             if (bias) spec.name += "_bias";
             if (add) spec.name += "_add";
             if (act != Activation::kNone) spec.name += std::string("_") + ActivationName(act);
@@ -37,22 +53,23 @@ struct Table {
             spec.has_bias = bias;
             spec.has_add = add;
             spec.act = act;
+            spec.quantized = quantized;
             ops.push_back(spec);
           }
         }
       }
     }
     const std::pair<const char*, BaseOp> pools[] = {
-        {"onednn.max_pool2d", BaseOp::kMaxPool2d},
-        {"onednn.avg_pool2d", BaseOp::kAvgPool2d},
-        {"onednn.global_avg_pool2d", BaseOp::kGlobalAvgPool2d}};
+        {"max_pool2d", BaseOp::kMaxPool2d},
+        {"avg_pool2d", BaseOp::kAvgPool2d},
+        {"global_avg_pool2d", BaseOp::kGlobalAvgPool2d}};
     for (const auto& pool : pools) {
       OpSpec spec;
-      spec.name = pool.first;
+      spec.name = std::string("onednn.") + q + pool.first;
       spec.base = pool.second;
+      spec.quantized = quantized;
       ops.push_back(spec);
     }
-    for (size_t i = 0; i < ops.size(); ++i) index[ops[i].name] = i;
   }
 };
 
@@ -64,12 +81,12 @@ const Table& GetTable() {
 }  // namespace
 
 int OpSpec::NumOperands() const {
-  if (IsPool()) return 1;
+  if (IsPool() || IsQuantReorder()) return 1;
   return 2 + (has_bias ? 1 : 0) + (has_add ? 1 : 0);
 }
 
 const char* OpSpec::OperandName(int i) const {
-  if (IsPool()) return "data";
+  if (IsPool() || IsQuantReorder()) return "data";
   if (i == 0) return base == BaseOp::kMatmul ? "a" : "data";
   if (i == 1) return base == BaseOp::kMatmul ? "b" : "weight";
   if (i == BiasIndex()) return "bias";

@@ -3,7 +3,9 @@
  * \brief The composite-name -> op spec table (the runtime's exact dispatch keys).
  *
  * Names follow docs/subgraph-format.md: `onednn.<base>[_bias][_add][_<act>]` for conv2d and
- * matmul plus the three pools. Lookup is by exact name; there is no substring dispatch.
+ * matmul plus the three pools; their int8 forms `onednn.q<base>[_bias][_add][_<act>]`,
+ * `onednn.q<pool>`; and the int8 boundary ops `onednn.quantize` / `onednn.dequantize`.
+ * Lookup is by exact name; there is no substring dispatch.
  */
 #ifndef TVM_ONEDNN_OP_TABLE_H_
 #define TVM_ONEDNN_OP_TABLE_H_
@@ -13,7 +15,15 @@
 
 namespace tvm_onednn {
 
-enum class BaseOp { kConv2d, kMatmul, kMaxPool2d, kAvgPool2d, kGlobalAvgPool2d };
+enum class BaseOp {
+  kConv2d,
+  kMatmul,
+  kMaxPool2d,
+  kAvgPool2d,
+  kGlobalAvgPool2d,
+  kQuantize,    // f32 -> u8/s8 (a reorder with a dst scale)
+  kDequantize,  // u8/s8 -> f32 (a reorder with a src scale)
+};
 
 enum class Activation {
   kNone,
@@ -34,6 +44,8 @@ struct OpSpec {
   bool has_bias = false;
   bool has_add = false;
   Activation act = Activation::kNone;
+  /*! \brief An int8 op (`onednn.q*`, quantize, dequantize): the node carries a "quant" object. */
+  bool quantized = false;
 
   /*! \brief Number of entries expected in the node's "inputs" list. */
   int NumOperands() const;
@@ -47,6 +59,8 @@ struct OpSpec {
     return base == BaseOp::kMaxPool2d || base == BaseOp::kAvgPool2d ||
            base == BaseOp::kGlobalAvgPool2d;
   }
+  /*! \brief quantize / dequantize: one operand, executed as a scaling reorder. */
+  bool IsQuantReorder() const { return base == BaseOp::kQuantize || base == BaseOp::kDequantize; }
 };
 
 /*! \brief Exact-name lookup; nullptr if the name is not a supported composite. */

@@ -13,11 +13,17 @@
  *    dst layout is (or can be, with the same implementation) plain; otherwise a reorder copies.
  *  - `_add`: sum post-op in place into the residual's buffer when that value is an internal
  *    intermediate that dies at this node and has the dst layout; otherwise binary_add.
+ *  - int8 (int8_attrs.h): scales are constant memories bound once; quantize / dequantize are
+ *    reorders that write the layout their first consumer prefers (so a quantize feeding an int8
+ *    conv writes its nhwc u8 directly); int8 weights may be halved once at init (saturation
+ *    guard).
  */
 #include "plan.h"
 
 #include <algorithm>
 #include <climits>
+#include <cstdlib>
+#include <cstring>
 
 #include "primitives.h"
 
@@ -54,6 +60,10 @@ class Planner {
           break;
         case BaseOp::kMatmul:
           PlanMatmul(static_cast<int>(n));
+          break;
+        case BaseOp::kQuantize:
+        case BaseOp::kDequantize:
+          PlanQuantReorder(static_cast<int>(n));
           break;
         default:
           PlanPool(static_cast<int>(n));
@@ -201,12 +211,7 @@ class Planner {
     BufRef dst;
     bool is_const = v.buf.kind == BufKind::kConst;
     if (is_const) {
-      dst = AddOwnedConst(want.get_size());
-      dnnl::memory src_mem(src_md, CpuEngine(), plan_->const_ptrs[src_buf.index]);
-      dnnl::memory dst_mem(want, CpuEngine(), plan_->const_ptrs[dst.index]);
-      dnnl::reorder(src_mem, dst_mem).execute(init_stream_, src_mem, dst_mem);
-      init_stream_.wait();
-      plan_->init_reorders++;
+      dst = PackConst(src_buf, src_md, want);
     } else {
       dst = {BufKind::kSlot, slots_.Alloc(want.get_size())};
       AddReorderStep(src_buf, src_md, dst, want, node, -1, Where(vid),
@@ -214,6 +219,88 @@ class Planner {
     }
     v.alts.push_back({want, dst});
     return dst;
+  }
+
+  /*! \brief Reorder constant data into `want` now (once, at init); returns the packed copy. */
+  BufRef PackConst(BufRef src_buf, const MemDesc& src_md, const MemDesc& want) {
+    BufRef dst = AddOwnedConst(want.get_size());
+    dnnl::memory src_mem(src_md, CpuEngine(), plan_->const_ptrs[src_buf.index]);
+    dnnl::memory dst_mem(want, CpuEngine(), plan_->const_ptrs[dst.index]);
+    dnnl::reorder(src_mem, dst_mem).execute(init_stream_, src_mem, dst_mem);
+    init_stream_.wait();
+    plan_->init_reorders++;
+    return dst;
+  }
+
+  /*! \brief Bind the node's int8 scales (constant f32 memories, built once). */
+  void BindScales(int n, float weight_factor, std::vector<ArgBinding>* args) {
+    for (const auto& sa : ScaleArgs(g_.nodes[n], weight_factor)) {
+      BufRef buf = AddOwnedConst(sa.second.size() * sizeof(float));
+      std::memcpy(plan_->const_ptrs[buf.index], sa.second.data(), sa.second.size() * sizeof(float));
+      MemDesc md({static_cast<int64_t>(sa.second.size())}, dnnl::memory::data_type::f32, tag::a);
+      args->push_back({sa.first, buf, md});
+    }
+  }
+
+  /*!
+   * \brief The packed int8 weights of conv/matmul node n in layout `want`; halved once here
+   *        when the saturation guard asks for it (int8_attrs.h).
+   */
+  BufRef QuantWeights(int n, const MemDesc& want, const std::string& impl,
+                      WeightRounding* rounding) {
+    const Node& node = g_.nodes[n];
+    int w_vid = g_.ValueId(node.inputs[1]);
+    const ValueState& v = vals_[w_vid];
+    const std::vector<int64_t>& wshape = g_.Info(node.inputs[1]).shape;
+    size_t count = static_cast<size_t>(NumElements(wshape));
+    const int8_t* data = static_cast<const int8_t*>(plan_->const_ptrs[v.buf.index]);
+    int max_abs = 0;
+    for (size_t i = 0; i < count; ++i) max_abs = std::max(max_abs, std::abs(int{data[i]}));
+    bool depthwise = node.spec->base == BaseOp::kConv2d && node.attrs.groups > 1 &&
+                     wshape[0] == node.attrs.groups && wshape[1] == 1;
+    *rounding =
+        ChooseWeightRounding(node, g_.Info(node.inputs[0]).dtype, impl, max_abs, depthwise);
+    if (*rounding != WeightRounding::kRuntimeHalved) return Operand(w_vid, want, n, "weight");
+    BufRef half = AddOwnedConst(count);
+    HalveInt8Weights(static_cast<const int8_t*>(plan_->const_ptrs[v.buf.index]),
+                     static_cast<int8_t*>(plan_->const_ptrs[half.index]), count);
+    std::optional<MemDesc> view = TryReshape(v.md, want.get_dims());
+    if (!view) Fail(n, "cannot view the int8 weights with the primitive's dims");
+    return PackConst(half, *view, want);
+  }
+
+  /*!
+   * \brief Layout the first node reading value `n` as its data operand would like, in dtype
+   *        `dt`: a conv's preferred src layout, nhwc for int8 pools, plain for matmul.
+   */
+  std::optional<MemDesc> ConsumerLayout(int n, dnnl::memory::data_type dt) {
+    for (size_t m = n + 1; m < g_.nodes.size(); ++m) {
+      const Node& c = g_.nodes[m];
+      if (c.inputs.empty() || !(c.inputs[0] == ValueRef{RefKind::kNode, n})) continue;
+      NodeDims dims = GetNodeDims(g_, c);
+      switch (c.spec->base) {
+        case BaseOp::kConv2d: {
+          MemDesc any_src(dims.src, dt, tag::any);
+          MemDesc any_w(dims.weights, ToDnnl(g_.Info(c.inputs[1]).dtype), tag::any);
+          MemDesc any_dst(dims.dst, ToDnnl(c.out.dtype), tag::any);
+          PostOps probe;
+          if (c.spec->has_add) probe.residual = ResidualMode::kSum;
+          auto pd = MakeConvPd(c, dims, any_src, any_w, any_dst, probe);
+          if (pd) return pd->src_desc();
+          return std::nullopt;
+        }
+        case BaseOp::kMatmul:
+          return PlainDesc(g_.nodes[n].out.shape, g_.nodes[n].out.dtype);
+        case BaseOp::kMaxPool2d:
+        case BaseOp::kAvgPool2d:
+        case BaseOp::kGlobalAvgPool2d:
+          if (c.spec->quantized) return MemDesc(dims.src, dt, tag::acdb);
+          return std::nullopt;
+        default:
+          return std::nullopt;
+      }
+    }
+    return std::nullopt;
   }
 
   void Release(int vid) {
@@ -256,13 +343,14 @@ class Planner {
     const ValueState& rv = vals_[g_.ValueId(r)];
     return r.kind == RefKind::kNode && rv.buf.kind == BufKind::kSlot && !rv.transferred &&
            !rv.is_output && rv.last_use == n && CountUses(g_.nodes[n], r) == 1 &&
-           SameLayout(rv.md, dst_md);
+           SameElementLayout(rv.md, dst_md);
   }
 
   void FinishNode(int n, const dnnl::primitive_desc_base& pd, dnnl::primitive prim,
                   std::vector<ArgBinding> args, const MemDesc& value_md, BufRef dst,
                   bool direct, const std::string& residual, const MemDesc& src_md,
-                  const MemDesc& weights_md, const MemDesc& dst_md) {
+                  const MemDesc& weights_md, const MemDesc& dst_md,
+                  WeightRounding rounding = WeightRounding::kNone) {
     int vid = g_.ValueId({RefKind::kNode, n});
     Step step;
     step.prim = std::move(prim);
@@ -276,6 +364,9 @@ class Planner {
     rec.weights_format = weights_md.get_ndims() > 0 ? FormatStr(weights_md) : "";
     rec.dst_format = FormatStr(dst_md);
     rec.residual = residual;
+    rec.src_dtype = DataTypeName(src_md.get_data_type());
+    rec.dst_dtype = DataTypeName(dst_md.get_data_type());
+    rec.weights_rounding = WeightRoundingName(rounding);
     rec.direct_output = direct;
     rec.step = static_cast<int>(plan_->steps.size());
     plan_->nodes.push_back(rec);
@@ -288,9 +379,12 @@ class Planner {
     const Node& node = g_.nodes[n];
     const OpSpec& spec = *node.spec;
     NodeDims dims = GetNodeDims(g_, node);
-    auto dt = ToDnnl(node.out.dtype);
-    MemDesc any_src(dims.src, dt, tag::any), any_w(dims.weights, dt, tag::any),
-        any_dst(dims.dst, dt, tag::any);
+    using dt = dnnl::memory::data_type;
+    dt dt_src = ToDnnl(g_.Info(node.inputs[0]).dtype);
+    dt dt_w = ToDnnl(g_.Info(node.inputs[1]).dtype);
+    dt dt_dst = ToDnnl(node.out.dtype);
+    MemDesc any_src(dims.src, dt_src, tag::any), any_w(dims.weights, dt_w, tag::any),
+        any_dst(dims.dst, dt_dst, tag::any);
     int data_vid = g_.ValueId(node.inputs[0]);
     int out_vid = g_.ValueId({RefKind::kNode, n});
     PostOps probe;
@@ -332,9 +426,17 @@ class Planner {
       const ValueRef& r = node.inputs[spec.ResidualIndex()];
       int r_vid = g_.ValueId(r);
       ValueState& rv = vals_[r_vid];
-      if (!direct && CanSumInPlace(n, r, dst_md)) {
+      dt r_dt = rv.md.get_data_type();
+      float rs = ResidualScale(node);
+      // A sum post-op reads the residual from dst's buffer: it needs dst's element size
+      // (u8 <-> s8 via the sum's data type) and adds rs * stored value before the dst scale.
+      auto sum_dt = [&](dt stored) { return stored == dt_dst ? dt::undef : stored; };
+      bool same_size = DataTypeBytes(r_dt) == DataTypeBytes(dt_dst);
+      if (!direct && same_size && CanSumInPlace(n, r, dst_md)) {
         // accumulate into the residual's own buffer
         post.residual = ResidualMode::kSum;
+        post.residual_scale = rs;
+        post.sum_dt = sum_dt(r_dt);
         dst = rv.buf;
         have_dst = true;
         rv.transferred = true;
@@ -343,45 +445,64 @@ class Planner {
         PostOps bin;
         bin.residual = ResidualMode::kBinary;
         bin.residual_md = rv.md;
+        bin.residual_scale = rs;
         auto pdb = MakeConvPd(node, dims, src_md, any_w, dst_md, bin);
         // A src1 layout other than dst's often pushes oneDNN off its fast kernel (to ref:any).
-        if (pdb && (SameLayout(rv.md, dst_md) || ImplName(*pdb) == impl0)) {
+        if (pdb && (SameElementLayout(rv.md, dst_md) || ImplName(*pdb) == impl0)) {
           post = bin;
           pd = pdb;
           residual = "binary_add";
         } else {
           // The residual is needed in the dst layout: reorder it (or reuse such a copy). When
-          // nothing reads the residual afterwards the copy becomes this node's dst (sum).
-          BufRef copy = Operand(r_vid, dst_md, n, "residual");
-          bool private_copy = copy.kind == BufKind::kSlot && !direct &&
-                              rv.last_node_use == n && CountUses(node, r) == 1 &&
-                              !(rv.buf.kind == copy.kind && rv.buf.index == copy.index);
-          if (private_copy) {
-            for (size_t k = 0; k < rv.alts.size(); ++k) {
-              if (rv.alts[k].second.kind == copy.kind && rv.alts[k].second.index == copy.index) {
-                rv.alts.erase(rv.alts.begin() + k);
-                break;
-              }
-            }
-            post.residual = ResidualMode::kSum;
-            dst = copy;
-            have_dst = true;
-            residual = "sum_inplace_copy";
-          } else {
+          // nothing reads the residual afterwards the copy becomes this node's dst (sum). The
+          // copy keeps the residual's dtype, except that an int8 residual of a float32 dst is
+          // converted to f32 (exact) so that it can be the dst.
+          dt copy_dt = r_dt;
+          if (!same_size && DataTypeBytes(r_dt) == 1 && dt_dst == dt::f32) copy_dt = dt::f32;
+          std::optional<MemDesc> want = WithDataType(dst_md, copy_dt);
+          if (!want) {
+            if (!pdb) Fail(n, "oneDNN cannot add the residual in its layout");
             post = bin;
-            post.residual_md = dst_md;
+            pd = pdb;
             residual = "binary_add";
+          } else {
+            BufRef copy = Operand(r_vid, *want, n, "residual");
+            bool private_copy = DataTypeBytes(copy_dt) == DataTypeBytes(dt_dst) &&
+                                copy.kind == BufKind::kSlot && !direct &&
+                                rv.last_node_use == n && CountUses(node, r) == 1 &&
+                                !(rv.buf.kind == copy.kind && rv.buf.index == copy.index);
+            if (private_copy) {
+              for (size_t k = 0; k < rv.alts.size(); ++k) {
+                if (rv.alts[k].second.kind == copy.kind &&
+                    rv.alts[k].second.index == copy.index) {
+                  rv.alts.erase(rv.alts.begin() + k);
+                  break;
+                }
+              }
+              post.residual = ResidualMode::kSum;
+              post.residual_scale = rs;
+              post.sum_dt = sum_dt(copy_dt);
+              dst = copy;
+              have_dst = true;
+              residual = "sum_inplace_copy";
+            } else {
+              post = bin;
+              post.residual_md = *want;
+              residual = "binary_add";
+            }
           }
         }
       }
     }
     if (!pd) pd = MakeConvPd(node, dims, src_md, any_w, dst_md, post);
     if (!pd) Fail(n, "oneDNN has no convolution implementation for the chosen layouts");
+    WeightRounding rounding = WeightRounding::kNone;
     std::vector<ArgBinding> args;
     args.push_back({DNNL_ARG_SRC, Operand(data_vid, pd->src_desc(), n, "data"), pd->src_desc()});
-    args.push_back({DNNL_ARG_WEIGHTS, Operand(g_.ValueId(node.inputs[1]), pd->weights_desc(), n,
-                                              "weight"),
-                    pd->weights_desc()});
+    BufRef weights = spec.quantized
+                         ? QuantWeights(n, pd->weights_desc(), ImplName(*pd), &rounding)
+                         : Operand(g_.ValueId(node.inputs[1]), pd->weights_desc(), n, "weight");
+    args.push_back({DNNL_ARG_WEIGHTS, weights, pd->weights_desc()});
     if (spec.has_bias) {
       args.push_back({DNNL_ARG_BIAS,
                       Operand(g_.ValueId(node.inputs[spec.BiasIndex()]), pd->bias_desc(), n,
@@ -391,27 +512,32 @@ class Planner {
     if (post.residual == ResidualMode::kBinary) {
       const ValueRef& r = node.inputs[spec.ResidualIndex()];
       BufRef residual_buf = Operand(g_.ValueId(r), post.residual_md, n, "residual");
-      args.push_back({DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, residual_buf,
-                      post.residual_md});
+      args.push_back(
+          {DNNL_ARG_ATTR_MULTIPLE_POST_OP(post.ResidualPostOpIndex()) | DNNL_ARG_SRC_1,
+           residual_buf, post.residual_md});
     }
+    BindScales(n, rounding == WeightRounding::kRuntimeHalved ? 2.f : 1.f, &args);
     if (!have_dst) dst = DstBuffer(n, pd->dst_desc(), direct);
     args.push_back({DNNL_ARG_DST, dst, pd->dst_desc()});
     FinishNode(n, *pd, dnnl::convolution_forward(*pd), std::move(args), pd->dst_desc(), dst,
-               direct, residual, pd->src_desc(), pd->weights_desc(), pd->dst_desc());
+               direct, residual, pd->src_desc(), pd->weights_desc(), pd->dst_desc(), rounding);
   }
 
   void PlanMatmul(int n) {
     const Node& node = g_.nodes[n];
     const OpSpec& spec = *node.spec;
     NodeDims dims = GetNodeDims(g_, node);
-    auto dt = ToDnnl(node.out.dtype);
+    using dt = dnnl::memory::data_type;
+    dt dt_src = ToDnnl(g_.Info(node.inputs[0]).dtype);
+    dt dt_w = ToDnnl(g_.Info(node.inputs[1]).dtype);
+    dt dt_dst = ToDnnl(node.out.dtype);
     int out_vid = g_.ValueId({RefKind::kNode, n});
     int b_vid = g_.ValueId(node.inputs[1]);
     bool b_const = node.inputs[1].kind == RefKind::kConst;
-    MemDesc src_md = PlainLike(MemDesc(dims.src, dt, tag::any));
-    MemDesc w_md = b_const ? MemDesc(dims.weights, dt, tag::any)
-                           : PlainLike(MemDesc(dims.weights, dt, tag::any));
-    MemDesc dst_md = PlainLike(MemDesc(dims.dst, dt, tag::any));
+    MemDesc src_md = PlainLike(MemDesc(dims.src, dt_src, tag::any));
+    MemDesc w_md = b_const ? MemDesc(dims.weights, dt_w, tag::any)
+                           : PlainLike(MemDesc(dims.weights, dt_w, tag::any));
+    MemDesc dst_md = PlainLike(MemDesc(dims.dst, dt_dst, tag::any));
     bool direct = vals_[out_vid].direct_output >= 0;
     PostOps post;
     std::string residual = "none";
@@ -420,26 +546,32 @@ class Planner {
     if (spec.has_add) {
       const ValueRef& r = node.inputs[spec.ResidualIndex()];
       ValueState& rv = vals_[g_.ValueId(r)];
+      dt r_dt = rv.md.get_data_type();
+      post.residual_scale = ResidualScale(node);
       std::optional<MemDesc> rview = TryReshape(rv.md, dims.dst);
-      if (!direct && rview && CanSumInPlace(n, r, PlainLike(rv.md)) && IsPlain(rv.md)) {
+      if (!direct && rview && DataTypeBytes(r_dt) == DataTypeBytes(dt_dst) &&
+          CanSumInPlace(n, r, PlainLike(rv.md)) && IsPlain(rv.md)) {
         post.residual = ResidualMode::kSum;
+        post.sum_dt = r_dt == dt_dst ? dt::undef : r_dt;
         dst = rv.buf;
         have_dst = true;
         rv.transferred = true;
         residual = "sum_inplace";
       } else {
         post.residual = ResidualMode::kBinary;
-        post.residual_md = dst_md;
+        post.residual_md = PlainLike(MemDesc(dims.dst, r_dt, tag::any));
         residual = "binary_add";
       }
     }
     auto pd = MakeMatmulPd(node, dims, src_md, w_md, dst_md, post);
     if (!pd) Fail(n, "oneDNN has no matmul implementation for these shapes");
+    WeightRounding rounding = WeightRounding::kNone;
     std::vector<ArgBinding> args;
     args.push_back({DNNL_ARG_SRC, Operand(g_.ValueId(node.inputs[0]), pd->src_desc(), n, "a"),
                     pd->src_desc()});
-    args.push_back({DNNL_ARG_WEIGHTS, Operand(b_vid, pd->weights_desc(), n, "b"),
-                    pd->weights_desc()});
+    BufRef weights = spec.quantized ? QuantWeights(n, pd->weights_desc(), ImplName(*pd), &rounding)
+                                    : Operand(b_vid, pd->weights_desc(), n, "b");
+    args.push_back({DNNL_ARG_WEIGHTS, weights, pd->weights_desc()});
     if (spec.has_bias) {
       args.push_back({DNNL_ARG_BIAS,
                       Operand(g_.ValueId(node.inputs[spec.BiasIndex()]), pd->bias_desc(), n,
@@ -448,14 +580,15 @@ class Planner {
     }
     if (post.residual == ResidualMode::kBinary) {
       const ValueRef& r = node.inputs[spec.ResidualIndex()];
-      args.push_back({DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1,
+      args.push_back({DNNL_ARG_ATTR_MULTIPLE_POST_OP(post.ResidualPostOpIndex()) | DNNL_ARG_SRC_1,
                       Operand(g_.ValueId(r), post.residual_md, n, "residual"), post.residual_md});
     }
+    BindScales(n, rounding == WeightRounding::kRuntimeHalved ? 2.f : 1.f, &args);
     MemDesc value_md = PlainDesc(node.out.shape, node.out.dtype);
     if (!have_dst) dst = DstBuffer(n, value_md, direct);
     args.push_back({DNNL_ARG_DST, dst, pd->dst_desc()});
     FinishNode(n, *pd, dnnl::matmul(*pd), std::move(args), value_md, dst, direct, residual,
-               pd->src_desc(), pd->weights_desc(), pd->dst_desc());
+               pd->src_desc(), pd->weights_desc(), pd->dst_desc(), rounding);
   }
 
   void PlanPool(int n) {
@@ -466,10 +599,12 @@ class Planner {
     int out_vid = g_.ValueId({RefKind::kNode, n});
     MemDesc any_dst(dims.dst, dt, tag::any);
     PostOps post;
+    post.pool_rescale = PoolRescale(node);
     std::vector<float> fix = PoolDivisorFix(g_, node);
     BufRef fix_buf;
     if (!fix.empty()) {
-      post.pool_scale_md = PlainDesc({1, 1, node.out.shape[2], node.out.shape[3]}, node.out.dtype);
+      post.pool_scale_md =
+          PlainDesc({1, 1, node.out.shape[2], node.out.shape[3]}, DType::kFloat32);
       fix_buf = AddOwnedConst(fix.size() * sizeof(float));
       std::copy(fix.begin(), fix.end(), static_cast<float*>(plan_->const_ptrs[fix_buf.index]));
     }
@@ -479,6 +614,16 @@ class Planner {
     if (!pd) {
       src_md = PlainLike(src_md);
       pd = MakePoolPd(node, dims, src_md, any_dst, post);
+    }
+    // int8 pools have jit kernels for nhwc only: reorder a plain NCHW input rather than run
+    // the reference kernel.
+    if (node.spec->quantized && (!pd || ImplName(*pd).rfind("ref", 0) == 0)) {
+      MemDesc nhwc(dims.src, dt, tag::acdb);
+      auto pdn = MakePoolPd(node, dims, nhwc, any_dst, post);
+      if (pdn && ImplName(*pdn).rfind("ref", 0) != 0) {
+        src_md = nhwc;
+        pd = pdn;
+      }
     }
     if (!pd) Fail(n, "oneDNN has no pooling implementation for these shapes");
     std::string impl0 = ImplName(*pd);
@@ -505,6 +650,44 @@ class Planner {
     args.push_back({DNNL_ARG_DST, dst, pd->dst_desc()});
     FinishNode(n, *pd, dnnl::pooling_forward(*pd), std::move(args), pd->dst_desc(), dst, direct,
                "none", pd->src_desc(), MemDesc(), pd->dst_desc());
+  }
+
+  /*!
+   * \brief quantize / dequantize: one reorder that scales, converts and changes the layout.
+   *        It writes the layout its first consumer prefers (a conv's src layout, nhwc for an
+   *        int8 pool), plain when the value is only a region output, else the input's layout.
+   */
+  void PlanQuantReorder(int n) {
+    const Node& node = g_.nodes[n];
+    int src_vid = g_.ValueId(node.inputs[0]);
+    int out_vid = g_.ValueId({RefKind::kNode, n});
+    auto dt_dst = ToDnnl(node.out.dtype);
+    MemDesc src_md = vals_[src_vid].md;
+    MemDesc plain_dst = PlainDesc(node.out.shape, node.out.dtype);
+    bool is_output = vals_[out_vid].direct_output >= 0;
+    MemDesc dst_md = plain_dst;
+    if (!(is_output && OnlyOutput(out_vid))) {
+      std::optional<MemDesc> want = ConsumerLayout(n, dt_dst);
+      if (!want) want = WithDataType(src_md, dt_dst);
+      if (want) dst_md = *want;
+    }
+    auto pd = MakeQuantReorderPd(node, src_md, dst_md);
+    if (!pd && !SameLayout(dst_md, plain_dst)) {
+      dst_md = plain_dst;
+      pd = MakeQuantReorderPd(node, src_md, dst_md);
+    }
+    if (!pd) {
+      Fail(n, "oneDNN cannot reorder " + FormatStr(src_md) + " -> " + FormatStr(dst_md) +
+                  " with scales");
+    }
+    bool direct = is_output && SameLayout(dst_md, plain_dst);
+    std::vector<ArgBinding> args;
+    args.push_back({DNNL_ARG_FROM, Operand(src_vid, src_md, n, "data"), src_md});
+    BindScales(n, 1.f, &args);
+    BufRef dst = DstBuffer(n, dst_md, direct);
+    args.push_back({DNNL_ARG_TO, dst, dst_md});
+    FinishNode(n, *pd, dnnl::reorder(*pd), std::move(args), dst_md, dst, direct, "none", src_md,
+               MemDesc(), dst_md);
   }
 
   void PlanOutputs() {

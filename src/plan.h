@@ -58,6 +58,8 @@ struct ReorderRecord {
 /*! \brief Per-node record (for get_kernel_info). */
 struct NodeRecord {
   std::string op, impl, src_format, weights_format, dst_format, residual;
+  std::string src_dtype, dst_dtype;          // oneDNN data types of the primitive's src / dst
+  std::string weights_rounding = "none";     // int8: "none", "onednn_halved", "runtime_halved"
   bool direct_output = false;
   int step = -1;
 };

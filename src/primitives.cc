@@ -109,18 +109,26 @@ NodeDims GetNodeDims(const Graph& g, const Node& node) {
   return d;
 }
 
-dnnl::primitive_attr MakeAttr(const Node& node, const PostOps& post) {
+dnnl::primitive_attr MakeAttr(const Node& node, const PostOps& post, int weights_ndims) {
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  if (weights_ndims > 0) SetConvMatmulScales(node, weights_ndims, &attr);
   dnnl::post_ops ops;
   if (post.residual == ResidualMode::kSum) {
-    ops.append_sum(1.f);
+    ops.append_sum(post.residual_scale, 0, post.sum_dt);
   } else if (post.residual == ResidualMode::kBinary) {
+    // y + rs * r == rs * (y / rs + r): oneDNN v3.2 has no scale for a binary post-op's src1.
+    float rs = post.residual_scale;
+    if (rs != 1.f) ops.append_eltwise(algorithm::eltwise_linear, 1.f / rs, 0.f);
     ops.append_binary(algorithm::binary_add, post.residual_md);
+    if (rs != 1.f) ops.append_eltwise(algorithm::eltwise_linear, rs, 0.f);
   }
   AppendActivation(node, &ops);
   if (post.pool_scale_md.has_value()) {
     ops.append_binary(algorithm::binary_mul, *post.pool_scale_md);
+  }
+  if (post.pool_rescale != 1.f) {
+    ops.append_eltwise(algorithm::eltwise_linear, post.pool_rescale, 0.f);
   }
   attr.set_post_ops(ops);
   return attr;
@@ -134,10 +142,11 @@ std::optional<dnnl::convolution_forward::primitive_desc> MakeConvPd(
   Dims dilation = {a.dilation[0] - 1, a.dilation[1] - 1};
   Dims pad_l = {a.padding[0], a.padding[1]};
   Dims pad_r = {a.padding[2], a.padding[3]};
-  dnnl::primitive_attr attr = MakeAttr(node, post);
+  dnnl::primitive_attr attr = MakeAttr(node, post, static_cast<int>(dims.weights.size()));
   using PD = dnnl::convolution_forward::primitive_desc;
   if (node.spec->has_bias) {
-    MemDesc bias(dims.bias, src.get_data_type(), dnnl::memory::format_tag::a);
+    // float32 bias also for int8 (v3: added after the src/weights scales, before post-ops)
+    MemDesc bias(dims.bias, dnnl::memory::data_type::f32, dnnl::memory::format_tag::a);
     return TryPd<PD>(CpuEngine(), prop_kind::forward_inference, algorithm::convolution_direct,
                      src, weights, bias, dst, strides, dilation, pad_l, pad_r, attr);
   }
@@ -150,10 +159,11 @@ std::optional<dnnl::matmul::primitive_desc> MakeMatmulPd(const Node& node, const
                                                          const MemDesc& weights,
                                                          const MemDesc& dst,
                                                          const PostOps& post) {
-  dnnl::primitive_attr attr = MakeAttr(node, post);
+  dnnl::primitive_attr attr = MakeAttr(node, post, static_cast<int>(dims.weights.size()));
   using PD = dnnl::matmul::primitive_desc;
   if (node.spec->has_bias) {
-    MemDesc bias = PlainLike(MemDesc(dims.bias, src.get_data_type(), dnnl::memory::format_tag::any));
+    MemDesc bias =
+        PlainLike(MemDesc(dims.bias, dnnl::memory::data_type::f32, dnnl::memory::format_tag::any));
     return TryPd<PD>(CpuEngine(), src, weights, bias, dst, attr);
   }
   return TryPd<PD>(CpuEngine(), src, weights, dst, attr);
@@ -165,7 +175,7 @@ std::optional<dnnl::pooling_forward::primitive_desc> MakePoolPd(const Node& node
                                                                 const MemDesc& dst,
                                                                 const PostOps& post) {
   const NodeAttrs& a = node.attrs;
-  dnnl::primitive_attr attr = MakeAttr(node, post);
+  dnnl::primitive_attr attr = MakeAttr(node, post, 0);
   algorithm alg;
   Dims strides, kernel, dilation, pad_l, pad_r;
   if (node.spec->base == BaseOp::kGlobalAvgPool2d) {
@@ -231,6 +241,22 @@ std::vector<float> PoolDivisorFix(const Graph& g, const Node& node) {
     for (float tw : taps[1]) fix.push_back(full / (th * tw));
   }
   return fix;
+}
+
+std::optional<dnnl::reorder::primitive_desc> MakeQuantReorderPd(const Node& node,
+                                                                const MemDesc& src,
+                                                                const MemDesc& dst) {
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  SetReorderScales(node, &attr);
+  try {
+    dnnl::reorder::primitive_desc pd(CpuEngine(), src, CpuEngine(), dst, attr,
+                                     /*allow_empty=*/true);
+    if (!pd) return std::nullopt;
+    return pd;
+  } catch (const dnnl::error&) {
+    return std::nullopt;
+  }
 }
 
 std::string ImplName(const dnnl::primitive_desc_base& pd) {

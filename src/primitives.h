@@ -21,14 +21,24 @@ namespace tvm_onednn {
 enum class ResidualMode { kNone, kSum, kBinary };
 
 /*!
- * \brief Post-op chain of one node, in execution order: [residual] [eltwise] [pool scale].
- * The residual (conv/matmul) and the pool scale (pools, which have no other post-ops) are
- * therefore always post-op 0 for DNNL_ARG_ATTR_MULTIPLE_POST_OP.
+ * \brief Post-op chain of one node, in execution order:
+ *        [residual] [eltwise] [pool divisor fix] [pool rescale].
+ * The residual is `sum(residual_scale, 0, sum_dt)` or, with src1 in its own dtype/layout,
+ * `binary_add` -- wrapped in `eltwise_linear(1/rs)` ... `eltwise_linear(rs)` when its stored
+ * values carry a scale rs != 1 (an int8 residual read by binary_add). Pools have no other
+ * post-ops, so the divisor fix is post-op 0.
  */
 struct PostOps {
   ResidualMode residual = ResidualMode::kNone;
-  MemDesc residual_md;                  // src1 of the binary_add (kBinary only)
+  MemDesc residual_md;        // src1 of the binary_add (kBinary only)
+  float residual_scale = 1.f;  // real value = residual_scale * stored value
+  // kSum: the dtype the residual is stored in when it differs from dst's (same size: u8 <-> s8)
+  dnnl::memory::data_type sum_dt = dnnl::memory::data_type::undef;
   std::optional<MemDesc> pool_scale_md;  // binary_mul src1 fixing avg-pool divisors (ceil_mode)
+  float pool_rescale = 1.f;              // int8 pools: src_scale / dst_scale (eltwise_linear)
+
+  /*! \brief Index of the binary_add residual post-op (for DNNL_ARG_ATTR_MULTIPLE_POST_OP). */
+  int ResidualPostOpIndex() const { return residual_scale != 1.f ? 1 : 0; }
 };
 
 /*! \brief Logical dims of the primitive-level views of a node's operands. */
@@ -38,8 +48,11 @@ struct NodeDims {
 
 NodeDims GetNodeDims(const Graph& g, const Node& node);
 
-/*! \brief The attr (scratchpad_mode::user + post-ops) of a node. */
-dnnl::primitive_attr MakeAttr(const Node& node, const PostOps& post);
+/*!
+ * \brief The attr of a node: scratchpad_mode::user, int8 scale masks (int8_attrs.h) and
+ *        post-ops. `weights_ndims`: rank of the primitive's weights (0 for pools).
+ */
+dnnl::primitive_attr MakeAttr(const Node& node, const PostOps& post, int weights_ndims);
 
 /*! \brief Conv pd; nullopt if oneDNN has no implementation for these descs. */
 std::optional<dnnl::convolution_forward::primitive_desc> MakeConvPd(
@@ -65,6 +78,14 @@ std::optional<dnnl::pooling_forward::primitive_desc> MakePoolPd(const Node& node
  *        [OH*OW] to multiply with, or an empty vector when no fix is needed.
  */
 std::vector<float> PoolDivisorFix(const Graph& g, const Node& node);
+
+/*!
+ * \brief quantize / dequantize: a reorder src_md -> dst_md with the node's dst / src scale;
+ *        nullopt if oneDNN cannot do it.
+ */
+std::optional<dnnl::reorder::primitive_desc> MakeQuantReorderPd(const Node& node,
+                                                                const MemDesc& src,
+                                                                const MemDesc& dst);
 
 /*! \brief impl_info_str of any pd. */
 std::string ImplName(const dnnl::primitive_desc_base& pd);

@@ -3,11 +3,13 @@
  * \brief Global functions registered when libtvm_onednn.so is loaded.
  */
 #include <tvm/ffi/container/array.h>
+#include <tvm/ffi/container/map.h>
 #include <tvm/ffi/extra/module.h>
 #include <tvm/ffi/reflection/registry.h>
 #include <tvm/ffi/string.h>
 
 #include "executor.h"
+#include "int8_attrs.h"
 #include "module.h"
 #include "op_table.h"
 
@@ -36,6 +38,16 @@ TVM_FFI_STATIC_INIT_BLOCK() {
       .def("onednn.get_num_threads", []() { return GetNumThreads(); })
       .def("onednn.version", []() { return ffi::String(VersionString()); })
       .def("onednn.subgraph_format_version", []() { return kSubgraphFormatVersion; })
+      .def("onednn.cpu_isa", []() { return ffi::String(CpuIsaName()); })
+      .def("onednn.set_int8_saturation_guard", [](int mode) { SetInt8SaturationGuard(mode); })
+      .def("onednn.get_int8_saturation_guard",
+           []() {
+             ffi::Map<ffi::String, ffi::Any> m;
+             m.Set("mode", static_cast<int64_t>(Int8SaturationGuardMode()));
+             m.Set("active", Int8SaturationGuardActive());
+             m.Set("vnni", CpuHasVnni());
+             return m;
+           })
       .def("onednn.supported_composites", []() {
         ffi::Array<ffi::String> names;
         for (const OpSpec& op : AllOps()) names.push_back(op.name);

@@ -138,3 +138,23 @@ def subgraph_format_version() -> int:
 def supported_composites() -> list[str]:
     """Exact composite names the runtime's op table dispatches on."""
     return [str(name) for name in _func("onednn.supported_composites")()]
+
+
+def cpu_isa() -> str:
+    """oneDNN's effective CPU ISA, e.g. ``"avx2"`` or ``"avx512_core_amx"``."""
+    return str(_func("onednn.cpu_isa")())
+
+
+def set_int8_saturation_guard(mode: int) -> None:
+    """int8 weight halving on CPUs without VNNI (docs/runtime.md, "int8").
+
+    ``-1``: auto (on iff the ISA has no VNNI, the default), ``0``: off, ``1``: on. Read when a
+    region is initialized.
+    """
+    _func("onednn.set_int8_saturation_guard")(int(mode))
+
+
+def get_int8_saturation_guard() -> dict:
+    """``{"mode": -1|0|1, "active": bool, "vnni": bool}``."""
+    info = _func("onednn.get_int8_saturation_guard")()
+    return {"mode": int(info["mode"]), "active": bool(info["active"]), "vnni": bool(info["vnni"])}

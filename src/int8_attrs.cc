@@ -1,0 +1,361 @@
+/*!
+ * \file int8_attrs.cc
+ * \brief The `quant` object of int8 nodes: parsing, validation, oneDNN scale attributes and
+ *        scale memories; the non-VNNI weight saturation guard.
+ */
+#include "int8_attrs.h"
+
+#include <tvm/ffi/container/array.h>
+#include <tvm/ffi/container/map.h>
+#include <tvm/ffi/extra/json.h>
+#include <tvm/ffi/string.h>
+
+#include <atomic>
+#include <cfloat>
+#include <cmath>
+
+#include "graph.h"
+
+namespace tvm_onednn {
+
+namespace json = ::tvm::ffi::json;
+using ::tvm::ffi::Any;
+using ::tvm::ffi::String;
+
+namespace {
+
+constexpr const char* kSrcScale = "src_scale";
+constexpr const char* kSrcZp = "src_zero_point";
+constexpr const char* kWeightScales = "weight_scales";
+constexpr const char* kResScale = "residual_scale";
+constexpr const char* kResZp = "residual_zero_point";
+constexpr const char* kDstScale = "dst_scale";
+constexpr const char* kDstZp = "dst_zero_point";
+
+std::string KindOf(const Any& v) {
+  if (v == nullptr) return "null";
+  if (v.as<bool>().has_value()) return "bool";
+  if (v.as<int64_t>().has_value()) return "int";
+  if (v.as<double>().has_value()) return "float";
+  if (v.as<String>().has_value()) return "string";
+  if (v.as<json::Array>().has_value()) return "array";
+  if (v.as<json::Object>().has_value()) return "object";
+  return v.GetTypeKey();
+}
+
+std::string Num(double v) {
+  std::ostringstream os;
+  os << v;
+  return os.str();
+}
+
+/*! \brief A scale: a JSON number that is a positive, finite float32 (not rounded to 0 or inf). */
+float ParseScale(const Any& v, const std::string& what, const QuantFail& fail) {
+  double d = 0;
+  if (v.as<bool>().has_value()) {
+    fail(what + " must be a number, got bool");
+  } else if (auto i = v.as<int64_t>()) {
+    d = static_cast<double>(*i);
+  } else if (auto f = v.as<double>()) {
+    d = *f;
+  } else {
+    fail(what + " must be a number, got " + KindOf(v));
+  }
+  if (!(d > 0) || !std::isfinite(d)) {
+    fail(what + " must be a positive finite float32, got " + Num(d));
+  }
+  if (d > FLT_MAX || d < FLT_MIN) {
+    fail(what + " = " + Num(d) + " is outside the normal float32 range");
+  }
+  return static_cast<float>(d);
+}
+
+void CheckZeroPoint(const Any& v, const std::string& what, const QuantFail& fail) {
+  int64_t zp = 0;
+  if (v.as<bool>().has_value()) {
+    fail(what + " must be an integer, got bool");
+  } else if (auto i = v.as<int64_t>()) {
+    zp = *i;
+  } else if (auto f = v.as<double>(); f.has_value() && std::floor(*f) == *f &&
+                                      std::fabs(*f) < 1e9) {
+    zp = static_cast<int64_t>(*f);
+  } else {
+    fail(what + " must be an integer, got " + KindOf(v));
+  }
+  if (zp != 0) {
+    fail(what + " is " + std::to_string(zp) +
+         ": non-zero zero points are not supported (this runtime runs symmetric int8; "
+         "zero points must be 0)");
+  }
+}
+
+std::vector<const char*> AllowedKeys(const OpSpec& spec) {
+  switch (spec.base) {
+    case BaseOp::kQuantize:
+      return {kDstScale, kDstZp};
+    case BaseOp::kDequantize:
+      return {kSrcScale, kSrcZp};
+    case BaseOp::kMaxPool2d:
+    case BaseOp::kAvgPool2d:
+    case BaseOp::kGlobalAvgPool2d:
+      return {kSrcScale, kSrcZp, kDstScale, kDstZp};
+    case BaseOp::kConv2d:
+    case BaseOp::kMatmul:
+      if (spec.has_add) {
+        return {kSrcScale, kSrcZp, kWeightScales, kResScale, kResZp, kDstScale, kDstZp};
+      }
+      return {kSrcScale, kSrcZp, kWeightScales, kDstScale, kDstZp};
+  }
+  return {};
+}
+
+std::atomic<int> g_guard_mode{-1};
+
+}  // namespace
+
+QuantParams ParseQuant(const OpSpec& spec, const Any* quant, const QuantFail& fail) {
+  QuantParams q;
+  if (!spec.quantized) {
+    if (quant != nullptr && *quant != nullptr) {
+      fail("has a \"quant\" field, but " + spec.name +
+           " is a float32 op (int8 ops are onednn.q*, onednn.quantize, onednn.dequantize)");
+    }
+    return q;
+  }
+  if (quant == nullptr || *quant == nullptr) {
+    fail("is missing required field \"quant\" (an int8 op needs its scales)");
+  }
+  auto obj = quant->as<json::Object>();
+  if (!obj.has_value()) fail("\"quant\" must be a JSON object, got " + KindOf(*quant));
+  std::vector<const char*> allowed = AllowedKeys(spec);
+  for (const auto& kv : *obj) {
+    std::string key(kv.first.cast<String>());
+    bool ok = false;
+    for (const char* a : allowed) ok = ok || key == a;
+    if (!ok) {
+      std::string list;
+      for (const char* a : allowed) list += std::string(list.empty() ? "" : ", ") + a;
+      fail("unknown quant field \"" + key + "\" for " + spec.name + " (allowed: " + list + ")");
+    }
+  }
+  auto get = [&](const char* key) -> std::optional<Any> {
+    auto it = obj->find(String(key));
+    if (it == obj->end()) return std::nullopt;
+    return (*it).second;
+  };
+  auto scale = [&](const char* key) -> std::optional<float> {
+    auto v = get(key);
+    if (!v.has_value()) return std::nullopt;
+    return ParseScale(*v, std::string("quant.") + key, fail);
+  };
+  for (const char* zp : {kSrcZp, kResZp, kDstZp}) {
+    if (auto v = get(zp)) CheckZeroPoint(*v, std::string("quant.") + zp, fail);
+  }
+  q.src_scale = scale(kSrcScale);
+  q.residual_scale = scale(kResScale);
+  q.dst_scale = scale(kDstScale);
+  if (auto v = get(kWeightScales)) {
+    auto arr = v->as<json::Array>();
+    if (!arr.has_value()) fail("quant.weight_scales must be a JSON array, got " + KindOf(*v));
+    if (arr->size() == 0) fail("quant.weight_scales must not be empty");
+    for (size_t i = 0; i < arr->size(); ++i) {
+      q.weight_scales.push_back(
+          ParseScale((*arr)[i], "quant.weight_scales[" + std::to_string(i) + "]", fail));
+    }
+  }
+  auto need = [&](bool present, const char* key) {
+    if (!present) fail("quant is missing required field \"" + std::string(key) + "\"");
+  };
+  if (spec.base != BaseOp::kQuantize) need(q.src_scale.has_value(), kSrcScale);
+  if (spec.base == BaseOp::kConv2d || spec.base == BaseOp::kMatmul) {
+    need(!q.weight_scales.empty(), kWeightScales);
+  }
+  if (spec.base == BaseOp::kQuantize || spec.IsPool()) need(q.dst_scale.has_value(), kDstScale);
+  return q;
+}
+
+void ValidateQuant(const Graph& g, const Node& node, const QuantFail& fail) {
+  const OpSpec& spec = *node.spec;
+  if (!spec.quantized) return;
+  const QuantParams& q = node.quant;
+  if (spec.base == BaseOp::kConv2d || spec.base == BaseOp::kMatmul) {
+    const auto& w = g.Info(node.inputs[1]).shape;
+    int64_t channels = spec.base == BaseOp::kConv2d ? w[0] : w.back();
+    int64_t n = static_cast<int64_t>(q.weight_scales.size());
+    if (n != 1 && n != channels) {
+      fail("quant.weight_scales has " + std::to_string(n) +
+           " entries, expected 1 (per tensor) or " + std::to_string(channels) +
+           " (one per output channel " + (spec.base == BaseOp::kConv2d ? "O" : "N") +
+           " of weight " + ShapeStr(w) + ")");
+    }
+    if (spec.has_add) {
+      const TensorInfo& r = g.Info(node.inputs[spec.ResidualIndex()]);
+      if (IsInt8(r.dtype) && !q.residual_scale) {
+        fail("quant is missing required field \"residual_scale\" (the residual is " +
+             std::string(DTypeName(r.dtype)) + ")");
+      }
+      if (!IsInt8(r.dtype) && q.residual_scale) {
+        fail("quant.residual_scale is given, but the residual is float32 (added as is)");
+      }
+    }
+  }
+  if (spec.base == BaseOp::kMaxPool2d && q.src_scale && q.dst_scale &&
+      *q.src_scale != *q.dst_scale) {
+    fail("quant.src_scale (" + Num(*q.src_scale) + ") and quant.dst_scale (" +
+         Num(*q.dst_scale) + ") must be equal for int8 max pooling (it cannot rescale)");
+  }
+  if (spec.base != BaseOp::kDequantize) {
+    if (IsInt8(node.out.dtype) && !q.dst_scale) {
+      fail("quant is missing required field \"dst_scale\" (the output is " +
+           std::string(DTypeName(node.out.dtype)) + ")");
+    }
+    if (!IsInt8(node.out.dtype) && q.dst_scale) {
+      fail("quant.dst_scale is given, but the output is float32 (written unquantized)");
+    }
+  }
+}
+
+int WeightScalesMask(const Node& node, int weights_ndims) {
+  if (node.quant.weight_scales.size() <= 1) return 0;
+  if (node.spec->base == BaseOp::kConv2d) {
+    // [O, I, KH, KW] -> O; grouped [G, O/G, I, KH, KW] -> G and O/G together.
+    return weights_ndims == 5 ? (1 << 0) | (1 << 1) : (1 << 0);
+  }
+  return 1 << (weights_ndims - 1);  // matmul [.., K, N] -> N
+}
+
+void SetConvMatmulScales(const Node& node, int weights_ndims, dnnl::primitive_attr* attr) {
+  if (!node.spec->quantized) return;
+  attr->set_scales_mask(DNNL_ARG_SRC, 0);
+  attr->set_scales_mask(DNNL_ARG_WEIGHTS, WeightScalesMask(node, weights_ndims));
+  if (node.quant.dst_scale) attr->set_scales_mask(DNNL_ARG_DST, 0);
+}
+
+void SetReorderScales(const Node& node, dnnl::primitive_attr* attr) {
+  if (node.spec->base == BaseOp::kQuantize) attr->set_scales_mask(DNNL_ARG_DST, 0);
+  if (node.spec->base == BaseOp::kDequantize) attr->set_scales_mask(DNNL_ARG_SRC, 0);
+}
+
+std::vector<std::pair<int, std::vector<float>>> ScaleArgs(const Node& node, float weight_factor) {
+  std::vector<std::pair<int, std::vector<float>>> out;
+  const OpSpec& spec = *node.spec;
+  const QuantParams& q = node.quant;
+  if (!spec.quantized) return out;
+  if (spec.base == BaseOp::kConv2d || spec.base == BaseOp::kMatmul) {
+    out.push_back({DNNL_ARG_ATTR_SCALES | DNNL_ARG_SRC, {*q.src_scale}});
+    std::vector<float> ws = q.weight_scales;
+    for (float& s : ws) s *= weight_factor;
+    out.push_back({DNNL_ARG_ATTR_SCALES | DNNL_ARG_WEIGHTS, ws});
+    if (q.dst_scale) out.push_back({DNNL_ARG_ATTR_SCALES | DNNL_ARG_DST, {*q.dst_scale}});
+  } else if (spec.base == BaseOp::kQuantize) {
+    out.push_back({DNNL_ARG_ATTR_SCALES | DNNL_ARG_DST, {*q.dst_scale}});
+  } else if (spec.base == BaseOp::kDequantize) {
+    out.push_back({DNNL_ARG_ATTR_SCALES | DNNL_ARG_SRC, {*q.src_scale}});
+  }
+  return out;
+}
+
+float ResidualScale(const Node& node) {
+  return node.quant.residual_scale ? *node.quant.residual_scale : 1.f;
+}
+
+float PoolRescale(const Node& node) {
+  if (!node.spec->quantized || !node.spec->IsPool()) return 1.f;
+  return *node.quant.src_scale / *node.quant.dst_scale;
+}
+
+std::string CpuIsaName() {
+  using isa = dnnl::cpu_isa;
+  switch (dnnl::get_effective_cpu_isa()) {
+    case isa::sse41:
+      return "sse41";
+    case isa::avx:
+      return "avx";
+    case isa::avx2:
+      return "avx2";
+    case isa::avx2_vnni:
+      return "avx2_vnni";
+    case isa::avx2_vnni_2:
+      return "avx2_vnni_2";
+    case isa::avx512_core:
+      return "avx512_core";
+    case isa::avx512_core_vnni:
+      return "avx512_core_vnni";
+    case isa::avx512_core_bf16:
+      return "avx512_core_bf16";
+    case isa::avx512_core_fp16:
+      return "avx512_core_fp16";
+    case isa::avx512_core_amx:
+      return "avx512_core_amx";
+    case isa::avx512_core_amx_fp16:
+      return "avx512_core_amx_fp16";
+    default:
+      return "default";
+  }
+}
+
+bool CpuHasVnni() {
+  using isa = dnnl::cpu_isa;
+  switch (dnnl::get_effective_cpu_isa()) {
+    case isa::sse41:
+    case isa::avx:
+    case isa::avx2:
+    case isa::avx512_core:
+      return false;
+    default:
+      return true;  // VNNI ISAs (and non-x86 builds, where the hazard does not apply)
+  }
+}
+
+void SetInt8SaturationGuard(int mode) {
+  if (mode < -1 || mode > 1) {
+    TVM_FFI_THROW(ValueError) << "onednn.set_int8_saturation_guard: mode must be -1 (auto), "
+                                 "0 (off) or 1 (on), got "
+                              << mode;
+  }
+  g_guard_mode.store(mode);
+}
+
+int Int8SaturationGuardMode() { return g_guard_mode.load(); }
+
+bool Int8SaturationGuardActive() {
+  int mode = g_guard_mode.load();
+  return mode == 1 || (mode == -1 && !CpuHasVnni());
+}
+
+const char* WeightRoundingName(WeightRounding r) {
+  switch (r) {
+    case WeightRounding::kNone:
+      return "none";
+    case WeightRounding::kOneDNNHalved:
+      return "onednn_halved";
+    case WeightRounding::kRuntimeHalved:
+      return "runtime_halved";
+  }
+  return "none";
+}
+
+WeightRounding ChooseWeightRounding(const Node& node, DType src, const std::string& impl,
+                                    int max_abs_weight, bool depthwise) {
+  bool is_conv = node.spec->base == BaseOp::kConv2d;
+  bool reference = impl.rfind("ref", 0) == 0;  // reference kernels accumulate in s32 directly
+  bool gemm = impl.find("gemm") != std::string::npos;
+  if (reference) return WeightRounding::kNone;
+  if (is_conv && src == DType::kInt8 && !gemm && !CpuHasVnni()) {
+    return WeightRounding::kOneDNNHalved;
+  }
+  if (!Int8SaturationGuardActive() || max_abs_weight <= 64) return WeightRounding::kNone;
+  // u8 depthwise kernels widen to 16/32 bit before multiplying: no pair sums, no saturation.
+  if (is_conv && src == DType::kUInt8 && depthwise) {
+    return WeightRounding::kNone;
+  }
+  return WeightRounding::kRuntimeHalved;
+}
+
+void HalveInt8Weights(const int8_t* src, int8_t* dst, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
+    dst[i] = static_cast<int8_t>(std::nearbyint(static_cast<float>(src[i]) * 0.5f));
+  }
+}
+
+}  // namespace tvm_onednn

@@ -1,0 +1,123 @@
+/*!
+ * \file int8_attrs.h
+ * \brief int8 nodes: the `quant` object (parsing, validation) and the oneDNN attributes and
+ *        scale memories built from it (docs/subgraph-format.md, "int8 nodes").
+ *
+ * Math (real = scale * q, zero points are 0):
+ *  - qconv2d / qmatmul: oneDNN v3 computes
+ *      dst = saturate(round(post_ops(src_scale * wei_scale[o] * acc_s32 + bias) / dst_scale))
+ *    with src/weights/dst scales set by `set_scales_mask` and passed at execution as
+ *    `DNNL_ARG_ATTR_SCALES | DNNL_ARG_<X>` memories; the dst scale is set only for u8/s8 outputs.
+ *    The residual is post-op 0: `sum(residual_scale)` (the sum adds scale * stored value in f32,
+ *    before the dst scale) or `binary_add`, wrapped in `eltwise_linear(1/rs)` ... `linear(rs)`
+ *    when its stored values carry a scale rs != 1.
+ *  - pools: int8 in, same dtype out; src_scale / dst_scale != 1 is an `eltwise_linear` post-op.
+ *  - quantize / dequantize: reorders with a dst (resp. src) scale: dst = src * src_s / dst_s.
+ */
+#ifndef TVM_ONEDNN_INT8_ATTRS_H_
+#define TVM_ONEDNN_INT8_ATTRS_H_
+
+#include <tvm/ffi/any.h>
+
+#include <functional>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common.h"
+#include "op_table.h"
+
+namespace tvm_onednn {
+
+struct Graph;
+struct Node;
+
+/*! \brief The parsed `quant` object of an int8 node. Zero points are checked to be 0. */
+struct QuantParams {
+  std::optional<float> src_scale;
+  std::vector<float> weight_scales;  // 1 (per tensor) or one per output channel
+  std::optional<float> residual_scale;
+  std::optional<float> dst_scale;
+};
+
+/*! \brief Reports a validation error (throws; never returns). */
+using QuantFail = std::function<void(const std::string&)>;
+
+/*!
+ * \brief Parse the node's `quant` field (`quant` is nullptr when absent) for op `spec`.
+ *        Checks presence (only int8 ops have one, and they must), known keys for the op, the
+ *        scales (positive finite float32 numbers; weight_scales a non-empty list) and the zero
+ *        points (integers, must be 0).
+ */
+QuantParams ParseQuant(const OpSpec& spec, const tvm::ffi::Any* quant, const QuantFail& fail);
+
+/*!
+ * \brief Cross-check `quant` with the node's operands (dtypes already validated):
+ *        weight_scales has 1 or O (conv) / N (matmul) entries, residual_scale is given iff the
+ *        residual is u8/s8, dst_scale is given iff the output is u8/s8, pools have both scales.
+ */
+void ValidateQuant(const Graph& g, const Node& node, const QuantFail& fail);
+
+/*! \brief Scale mask of conv/matmul weights: the output-channel axis (0 = per tensor). */
+int WeightScalesMask(const Node& node, int weights_ndims);
+
+/*! \brief Set the src / weights / dst scale masks of an int8 conv or matmul. */
+void SetConvMatmulScales(const Node& node, int weights_ndims, dnnl::primitive_attr* attr);
+
+/*! \brief Set the dst (quantize) or src (dequantize) scale mask of the node's reorder. */
+void SetReorderScales(const Node& node, dnnl::primitive_attr* attr);
+
+/*!
+ * \brief The scale memories the node's primitive reads at execution, as
+ *        (DNNL_ARG_ATTR_SCALES | DNNL_ARG_<X>, values). `weight_factor` multiplies the weight
+ *        scales (2 when the runtime halved the int8 weights at init).
+ */
+std::vector<std::pair<int, std::vector<float>>> ScaleArgs(const Node& node, float weight_factor);
+
+/*! \brief Real scale of the residual's stored values: residual_scale (int8 residual), else 1. */
+float ResidualScale(const Node& node);
+
+/*! \brief Pools: src_scale / dst_scale (1 for float32 pools or equal scales). */
+float PoolRescale(const Node& node);
+
+// ------------------------------------------------------------------------------------------
+// Weight "saturation guard" for CPUs without VNNI.
+//
+// Without VNNI, oneDNN's x86 int8 kernels multiply u8 x s8 pairs with vpmaddubsw, whose s16
+// result saturates when |x0*w0 + x1*w1| > 32767 (u8 data up to 255 with |w| > 64). oneDNN
+// itself avoids this for s8-source convolutions by halving the weights (w' = rne(w / 2), scales
+// doubled); u8-source convolutions and all int8 matmuls (gemm, s8 data shifted by +128) are
+// left to saturate. With the guard on, the runtime halves the weights of every other int8
+// conv / matmul at init in the same way, so no int8 node saturates and all have the same,
+// bounded rounding: effective weights 2 * rne(w / 2). With VNNI (or AMX) nothing is halved and
+// the accumulation is exact.
+
+/*! \brief oneDNN's effective ISA, e.g. "avx2", "avx512_core_amx". */
+std::string CpuIsaName();
+/*! \brief Whether the effective ISA has VNNI (u8 x s8 dot products into s32 without s16). */
+bool CpuHasVnni();
+/*! \brief -1 auto (on iff the ISA lacks VNNI), 0 off, 1 on; read when a region is initialized. */
+void SetInt8SaturationGuard(int mode);
+int Int8SaturationGuardMode();
+bool Int8SaturationGuardActive();
+
+/*! \brief How the int8 weights of a conv/matmul node are rounded (get_kernel_info). */
+enum class WeightRounding { kNone, kOneDNNHalved, kRuntimeHalved };
+const char* WeightRoundingName(WeightRounding r);
+/*!
+ * \brief The weight rounding of an int8 conv/matmul node whose primitive runs `impl` with
+ *        source dtype `src` and int8 weights of largest magnitude `max_abs_weight` (`depthwise`:
+ *        one input and one output channel per group):
+ *        none for reference kernels; oneDNN halves s8-source conv weights in its jit kernels on
+ *        non-VNNI ISAs; otherwise the runtime halves when the guard is active and some
+ *        |w| > 64 (255 * 64 * 2 fits s16), except for u8 depthwise convs (no pair sums).
+ */
+WeightRounding ChooseWeightRounding(const Node& node, DType src, const std::string& impl,
+                                    int max_abs_weight, bool depthwise);
+/*! \brief dst[i] = rne(src[i] / 2) (|dst| <= 64). */
+void HalveInt8Weights(const int8_t* src, int8_t* dst, size_t n);
+
+}  // namespace tvm_onednn
+
+#endif  // TVM_ONEDNN_INT8_ATTRS_H_
