@@ -82,6 +82,9 @@ def test_mobilenet_v2_real_weights_matches_onnxruntime():
         assert summary.offloaded_ops["relax.matmul"] == 1
         assert not any(op in summary.kept_ops for op in FUSABLE), str(summary)
         assert "relax.nn.batch_norm" not in summary.kept_ops
+        # All 10 residual adds fuse (the residual is the add's lhs in 5 of them).
+        assert summary.composites["onednn.conv2d_bias_add"] == 10
+        assert summary.regions == 2
         expected = _onnxruntime(model, {"data": x})[0]
         actual = runner(x)
         _assert_close(actual, expected, rtol=1e-3)

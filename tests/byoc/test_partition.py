@@ -102,3 +102,25 @@ def test_float16_stays_with_tvm():
     summary = tvm_onednn.offload_summary(bb.finalize())
     assert summary.regions == 0
     assert any("float16" in r for r in summary.reasons["relax.matmul"])
+
+
+def test_residual_add_fuses_with_residual_on_either_side():
+    """add(residual, conv) must fuse even when the residual is itself a conv output."""
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType([1, 8, 6, 6], "float32"))
+    rng = np.random.default_rng(0)
+
+    def conv(data):
+        weight = relax.const(rng.standard_normal((8, 8, 1, 1)).astype("float32"))
+        return bb.emit(relax.op.nn.conv2d(data, weight))
+
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            first = conv(x)  # also feeds the next conv: cannot be the fused chain here
+            second = conv(first)
+            total = bb.emit(relax.op.add(first, second))
+            gv = bb.emit_output(conv(total))
+        bb.emit_func_output(gv)
+    summary = tvm_onednn.offload_summary(bb.finalize())
+    assert summary.composites == {"onednn.conv2d": 2, "onednn.conv2d_add": 1}, str(summary)
+    assert summary.kept_ops == {}

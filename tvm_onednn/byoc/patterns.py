@@ -121,8 +121,16 @@ def _base_pattern(base: str) -> tuple[DFPattern, dict[str, DFPattern]]:
     return root, {"lhs": lhs, "rhs": rhs, "root": root}
 
 
-def make_chain_pattern(spec: ChainSpec) -> tuple[DFPattern, dict[str, DFPattern]]:
-    """The dataflow pattern of one chain, with named sub-patterns for checks and codegen."""
+def make_chain_pattern(
+    spec: ChainSpec, residual_side: str = "either"
+) -> tuple[DFPattern, dict[str, DFPattern]]:
+    """The dataflow pattern of one chain, with named sub-patterns for checks and codegen.
+
+    ``residual_side`` ("lhs", "rhs" or "either") fixes which operand of the residual add is
+    the residual. The partition table lists both sides as separate entries: with an
+    alternative inside one pattern, a match rejected by the check (e.g. ``out`` bound to the
+    wrong operand) is not retried with the other operand order.
+    """
     out, annotations = _base_pattern(spec.base)
     if spec.bias:
         bias = is_const()
@@ -131,7 +139,11 @@ def make_chain_pattern(spec: ChainSpec) -> tuple[DFPattern, dict[str, DFPattern]
         annotations["bias_add"] = out
     if spec.add:
         residual = wildcard()
-        out = is_op("relax.add")(out, residual) | is_op("relax.add")(residual, out)
+        residual_rhs = is_op("relax.add")(out, residual)
+        residual_lhs = is_op("relax.add")(residual, out)
+        out = {"rhs": residual_rhs, "lhs": residual_lhs}.get(
+            residual_side, residual_rhs | residual_lhs
+        )
         annotations["residual"] = residual
         annotations["residual_add"] = out
     if spec.activation:
@@ -297,9 +309,12 @@ def pattern_table() -> list[FusionPattern]:
     """The full table in priority order (longest chains first, then pools)."""
     table = []
     for spec in chain_specs():
-        pattern, annotations = make_chain_pattern(spec)
         why_not = functools.partial(_why_not_chain, spec)
-        table.append(FusionPattern(spec.name, pattern, annotations, _check(spec.name, why_not)))
+        for side in ("rhs", "lhs") if spec.add else ("either",):
+            pattern, annotations = make_chain_pattern(spec, side)
+            table.append(
+                FusionPattern(spec.name, pattern, annotations, _check(spec.name, why_not))
+            )
     for kind in POOLS:
         pattern, annotations = make_pool_pattern(kind)
         name = f"{BACKEND}.{kind}"

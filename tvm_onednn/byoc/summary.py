@@ -11,6 +11,23 @@ from tvm import relax
 from .partition import partition_for_onednn
 from .patterns import BACKEND, WHY_NOT
 
+# Ops that run in oneDNN only as a post-op (bias, residual add, activation) of a chain.
+EPILOGUE_OPS = frozenset(
+    {
+        "relax.add",
+        "relax.multiply",
+        "relax.divide",
+        "relax.nn.relu",
+        "relax.clip",
+        "relax.sigmoid",
+        "relax.tanh",
+        "relax.nn.gelu",
+        "relax.nn.gelu_tanh",
+        "relax.nn.silu",
+        "relax.nn.leakyrelu",
+    }
+)
+
 
 @dataclass
 class OffloadSummary:
@@ -105,10 +122,12 @@ def summarize_partitioned(mod: tvm.IRModule) -> OffloadSummary:
                     continue
                 summary.kept_ops[op] += 1
                 why_not = WHY_NOT.get(op)
-                if why_not is None:
-                    reason = "oneDNN has no pattern for this op"
-                else:
+                if why_not is not None:
                     reason = why_not(call) or "no pattern fits its neighbours (or one leaks a value)"
+                elif op in EPILOGUE_OPS:
+                    reason = "oneDNN runs it only fused after a conv2d/matmul, and none fits here"
+                else:
+                    reason = "oneDNN has no pattern for this op"
                 summary.reasons.setdefault(op, Counter())[reason] += 1
     return summary
 
