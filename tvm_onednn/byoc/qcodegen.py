@@ -70,10 +70,10 @@ def _extract(op: str, composite: relax.Function) -> dict[str, relax.Expr]:
     var2val = relax.analysis.get_var2val(composite)
     out = composite.body.body
     root = var2val.get(out, out)
-    for pattern, annotations in qannotation_map()[op]:
+    for pattern, names in qannotation_map()[op]:
         matched = pattern.extract_matched_expr(root, var2val)
         if matched is not None:
-            return {name: matched[p] for name, p in annotations.items() if p in matched}
+            return {name: matched[p] for name, p in names.items() if p in matched}
     raise CodegenError(f"composite {op} does not match its own pattern")
 
 

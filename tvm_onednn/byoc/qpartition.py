@@ -66,9 +66,9 @@ def _has_qdq(mod: tvm.IRModule) -> bool:
     found = []
 
     def visit(expr):
-        if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):
-            if expr.op.name in ("relax.quantize", "relax.dequantize"):
-                found.append(expr)
+        op = expr.op if isinstance(expr, relax.Call) else None
+        if isinstance(op, tvm.ir.Op) and op.name in ("relax.quantize", "relax.dequantize"):
+            found.append(expr)
 
     for func in mod.functions.values():
         if isinstance(func, relax.Function) and not found:

@@ -53,15 +53,22 @@ DEQUANTIZE = f"{BACKEND}.dequantize"
 
 @dataclass(frozen=True)
 class QChainSpec:
-    """An int8 conv2d/matmul chain; ``requantize``: it ends with a quantize (int8 output)."""
+    """An int8 conv2d/matmul chain.
+
+    ``requantize``: it ends with a quantize (int8 output). ``residual_first``: the residual
+    is the first operand of its add. Both operand orders are separate table entries:
+    ``FuseOpsByPattern`` does not try the other side of an ``|`` when a check rejects the
+    first (e.g. ``add(a, b)`` where ``a`` is another chain's output that leaks).
+    """
 
     chain: ChainSpec
     requantize: bool
+    residual_first: bool = False
 
     @property
     def name(self) -> str:
         """Dispatch key: the fp32 name with ``q`` before the base op (both variants share it)."""
-        return f"{BACKEND}.q{self.chain.name[len(BACKEND) + 1:]}"
+        return f"{BACKEND}.q{self.chain.name[len(BACKEND) + 1 :]}"
 
     @property
     def length(self) -> int:
@@ -70,7 +77,12 @@ class QChainSpec:
 
 def qchain_specs() -> list[QChainSpec]:
     """Every int8 chain, longest first (a chain with its quantize before the same without)."""
-    specs = [QChainSpec(c, r) for c in chain_specs() for r in (True, False)]
+    specs = [
+        QChainSpec(c, requantize, first)
+        for c in chain_specs()
+        for requantize in (True, False)
+        for first in ((False, True) if c.add else (False,))
+    ]
     return sorted(specs, key=lambda s: -s.length)
 
 
@@ -129,7 +141,8 @@ def make_qchain_pattern(spec: QChainSpec) -> tuple[DFPattern, dict[str, DFPatter
         residual_dq, residual_ann = _dequantize("residual")
         residual_f32 = wildcard()
         residual = residual_dq | residual_f32
-        out = is_op("relax.add")(out, residual) | is_op("relax.add")(residual, out)
+        operands = (residual, out) if spec.residual_first else (out, residual)
+        out = is_op("relax.add")(*operands)
         annotations.update(residual_ann)
         annotations["residual_f32"] = residual_f32
     if chain.activation:
@@ -240,9 +253,7 @@ def _why_not_qmatmul(call: relax.Call) -> str | None:
 def _why_not_residual(ann: dict, out_shape: list[int]) -> str | None:
     if "residual_dq" in ann:
         residual = ann["residual_q"]
-        reason = _why_not_quantized(
-            "residual", residual, ann["residual_scale"], ann["residual_zp"]
-        )
+        reason = _why_not_quantized("residual", residual, ann["residual_scale"], ann["residual_zp"])
         if reason:
             return reason
     else:
@@ -304,9 +315,9 @@ def _why_not_qpool(ctx: PatternCheckContext) -> str | None:
         return reason
     if ru.dtype(ann["dst"]) != ru.dtype(ann["src_q"]):
         return "an int8 pool keeps its input dtype"
-    if root.op.name == "relax.nn.max_pool2d":
-        if ru.scalar_value(ann["src_scale"]) != ru.scalar_value(ann["dst_scale"]):
-            return "int8 max pooling cannot rescale: input and output scales must be equal"
+    rescales = ru.scalar_value(ann["src_scale"]) != ru.scalar_value(ann["dst_scale"])
+    if root.op.name == "relax.nn.max_pool2d" and rescales:
+        return "int8 max pooling cannot rescale: input and output scales must be equal"
     return None
 
 
@@ -360,8 +371,8 @@ def qpattern_table() -> list[FusionPattern]:
 def qannotation_map() -> dict[str, list[tuple[DFPattern, dict[str, DFPattern]]]]:
     """Candidate (pattern, annotations) per int8 composite name, to re-read a composite.
 
-    A chain name has two candidates: with the final quantize first (``qchain_specs`` puts
-    it first, being longer), then without.
+    A chain name has several candidates (with and without the final quantize, and both
+    operand orders of the residual add); they cannot match the same composite body.
     """
     table: dict[str, list] = {}
     for spec in qchain_specs():

@@ -1,0 +1,461 @@
+"""Find the quantizable layers of a prepared module and the tensors that need ranges.
+
+Layers are found on the *prepared* module (``prepare_for_onednn``: BatchNorm folded, clip and
+GELU canonical) after grouping it with the float32 pattern table, so a layer is exactly one
+oneDNN chain ``op -> [+ bias] -> [+ residual] -> [activation]`` (or one pool), the same
+grouping as :func:`tvm_onednn.byoc.patterns.chain_specs`.
+
+Layer names are ``<kind>_<i>``: ``kind`` is ``conv2d``, ``matmul``, ``max_pool2d``,
+``avg_pool2d`` or ``global_avg_pool2d``; ``i`` counts that kind in graph order (binding order
+of ``main``), from 0. The names depend only on the model, so they are stable across runs and
+can be passed to ``exclude_layers``. :func:`quantizable_layers` lists them.
+
+Which layers are quantized:
+
+* conv2d (NCHW data, OIHW constant weights, float32) and matmul with a constant 2-D ``[K, N]``
+  weight, when a float32 chain holds them and no exclusion names them;
+* max / avg / global-average pools whose input is the output of a quantized layer (and whose
+  output stays inside the dataflow block).
+
+Ranges are needed for the data input of every quantized layer and for the output of every
+quantized chain that writes int8 (all its users are quantized layers). A chain with any
+float32 user writes float32 directly. A quantized pool's output reuses its input's range.
+Range names: ``<layer>_output`` for a layer's output, ``<layer>_input`` for any other tensor,
+named after its first quantized user.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import tvm
+from tvm import relax
+
+from .. import relax_utils as ru
+from ..byoc.partition import prepare_for_onednn
+from ..byoc.patterns import POOLS, WHY_NOT, annotation_map, chain_specs, pattern_table
+from .inline import composite_of
+
+__all__ = [
+    "OPERATOR_GROUPS",
+    "Layer",
+    "LayerTable",
+    "QuantPlan",
+    "group_chains",
+    "plan_quantization",
+    "quantizable_layers",
+]
+
+CHAIN_KINDS = ("conv2d", "matmul")
+#: ``exclude_operators`` values and the layer kinds each one excludes.
+OPERATOR_GROUPS: dict[str, tuple[str, ...]] = {
+    "conv2d": ("conv2d",),
+    "matmul": ("matmul",),
+    "dense": ("matmul",),
+    "pool": POOLS,
+    **{kind: (kind,) for kind in POOLS},
+}
+_RAW_KINDS = {
+    "relax.nn.conv2d": "conv2d",
+    "relax.matmul": "matmul",
+    "relax.nn.max_pool2d": "max_pool2d",
+    "relax.nn.avg_pool2d": "avg_pool2d",
+    "relax.nn.adaptive_avg_pool2d": "global_avg_pool2d",
+}
+_CHAIN_SPECS = {spec.name: spec for spec in chain_specs()}
+_NONNEGATIVE_ACTIVATIONS = ("relu", "sigmoid")
+_POOL_UNDECIDED = "(pool: decided once its producer is)"
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One conv2d / matmul chain or pool of the model, as the quantizer sees it.
+
+    Attributes:
+        name: stable name (``conv2d_0``, ``matmul_1``, ``max_pool2d_0``...).
+        kind: ``conv2d``, ``matmul``, ``max_pool2d``, ``avg_pool2d``, ``global_avg_pool2d``.
+        chain: the float32 composite holding it (``onednn.conv2d_bias_relu``), or None.
+        quantized: whether it runs in int8.
+        reason: why it stays float32 (None when quantized).
+        output_dtype: ``"int8"`` when a quantized layer writes int8 (the exact u8/s8 is
+            chosen from the calibrated range), ``"float32"`` otherwise.
+    """
+
+    name: str
+    kind: str
+    chain: str | None
+    quantized: bool
+    reason: str | None
+    output_dtype: str = "float32"
+
+
+@dataclass(frozen=True)
+class Site:
+    """Where a layer sits in the grouped module (internal to the quantizer)."""
+
+    layer: Layer
+    var: relax.Var  # its binding in main
+    func: relax.Function | None  # the composite, None for a bare op
+    data: relax.Expr | None  # main-level data operand
+    residual: relax.Expr | None  # main-level residual operand (chains with _add)
+    annotated: dict  # composite-level annotations (root, rhs, bias, activation...)
+
+
+@dataclass(frozen=True)
+class Observed:
+    """A float32 tensor whose range calibration provides."""
+
+    name: str
+    var: relax.Var  # the tensor in the grouped module's main (a binding or a parameter)
+    op_name: str  # what produces it (``collector.collect``'s op_name)
+    nonnegative: bool  # provably >= 0 (ReLU-like output): uint8 without calibration
+
+
+@dataclass
+class QuantPlan:
+    """What to quantize in ``module`` (the prepared module with chains grouped)."""
+
+    module: tvm.IRModule
+    layers: list[Layer]
+    sites: dict[relax.Var, Site]
+    observed: dict[str, Observed]  # range name -> tensor, in graph order
+    range_of: dict[relax.Var, str]  # tensor -> the range its int8 form uses
+    int8_outputs: set[relax.Var] = field(default_factory=set)  # layers writing int8
+    float_read: set[relax.Var] = field(default_factory=set)  # ... also read by float32 ops
+
+    @property
+    def range_names(self) -> list[str]:
+        """Names of the tensors calibration must provide a range for."""
+        return list(self.observed)
+
+    def site(self, var: relax.Var) -> Site | None:
+        return self.sites.get(var)
+
+
+class LayerTable(list):
+    """``list[Layer]`` that prints as a table (like ``offload_summary``)."""
+
+    def __str__(self) -> str:
+        if not self:
+            return "no conv2d / matmul / pooling layers"
+        quantized = sum(layer.quantized for layer in self)
+        lines = [f"layers: {len(self)}, quantized: {quantized}"]
+        width = max(len(layer.name) for layer in self)
+        for layer in self:
+            where = "int8 " if layer.quantized else "fp32 "
+            detail = layer.chain or "(no oneDNN chain)"
+            if layer.quantized:
+                detail += f" -> {layer.output_dtype} output"
+            else:
+                detail += f"  [{layer.reason}]"
+            lines.append(f"  {layer.name:<{width}}  {where} {detail}")
+        return "\n".join(lines)
+
+    def names(self, quantized: bool | None = None) -> list[str]:
+        """Layer names, optionally only the (non-)quantized ones."""
+        return [l.name for l in self if quantized is None or l.quantized == quantized]
+
+
+# ----------------------------------------------------------------------------------------
+
+
+def group_chains(prepared: tvm.IRModule) -> tvm.IRModule:
+    """Wrap every float32 chain and pool of ``prepared`` in a composite function."""
+    return relax.transform.FuseOpsByPattern(
+        pattern_table(), bind_constants=True, annotate_codegen=False
+    )(prepared)
+
+
+@functools.cache
+def _annotation_map() -> dict:
+    return dict(annotation_map())
+
+
+def _annotations(func: relax.Function) -> dict:
+    name = str(func.attrs["Composite"])
+    pattern, annotations = _annotation_map()[name]
+    var2val = relax.analysis.get_var2val(func)
+    out = func.body.body
+    matched = pattern.extract_matched_expr(var2val.get(out, out), var2val)
+    if matched is None:
+        raise RuntimeError(f"composite {name} does not match its own pattern")
+    return {n: matched[p] for n, p in annotations.items() if p in matched}
+
+
+def _kind_of(composite: str) -> str:
+    spec = _CHAIN_SPECS.get(composite)
+    return spec.base if spec else composite.split(".", 1)[1]
+
+
+class _Exclusions:
+    """``exclude_layers`` / ``exclude_layers_match`` / ``exclude_operators``, validated."""
+
+    def __init__(
+        self,
+        layers: Iterable[str] | None,
+        layers_match: Iterable[str] | None,
+        operators: Iterable[str] | None,
+    ):
+        self.layers = set(_names("exclude_layers", layers))
+        self.patterns = [re.compile(p) for p in _names("exclude_layers_match", layers_match)]
+        ops = _names("exclude_operators", operators)
+        unknown = sorted(set(ops) - set(OPERATOR_GROUPS))
+        if unknown:
+            raise ValueError(
+                f"unknown exclude_operators {unknown}; known: {sorted(OPERATOR_GROUPS)}"
+            )
+        self.kinds = {kind for op in ops for kind in OPERATOR_GROUPS[op]}
+
+    def reason(self, name: str, kind: str) -> str | None:
+        if name in self.layers:
+            return "excluded by exclude_layers"
+        for pattern in self.patterns:
+            if pattern.search(name):
+                return f"excluded by exclude_layers_match {pattern.pattern!r}"
+        if kind in self.kinds:
+            return "excluded by exclude_operators"
+        return None
+
+    def check_known(self, names: Sequence[str]) -> None:
+        unknown = sorted(self.layers - set(names))
+        if unknown:
+            raise ValueError(f"exclude_layers names unknown layers {unknown}; layers: {names}")
+
+
+def _names(what: str, values: Iterable[str] | None) -> list[str]:
+    if values is None:
+        return []
+    if isinstance(values, str):
+        return [values]
+    values = list(values)
+    if not all(isinstance(v, str) for v in values):
+        raise TypeError(f"{what} must be a list of str")
+    return values
+
+
+class _Planner:
+    """Walks ``main`` of the grouped module once and decides everything."""
+
+    def __init__(self, module: tvm.IRModule, exclusions: _Exclusions):
+        self.module = module
+        self.exclusions = exclusions
+        self.main = module["main"]
+        self.bindings = [b for block in self.main.body.blocks for b in block.bindings]
+        self.producers = {b.var: b for b in self.bindings}
+        self.sites: dict[relax.Var, Site] = {}
+        self.uses: dict[relax.Var, list[tuple[Site | None, str]]] = {}
+
+    def plan(self) -> QuantPlan:
+        counters: dict[str, int] = {}
+        for binding in self.bindings:
+            site = self._site(binding, counters)
+            if site is not None:
+                self.sites[binding.var] = site
+        self.exclusions.check_known([s.layer.name for s in self.sites.values()])
+        self._decide_pools()
+        self._collect_uses()
+        int8 = self._int8_outputs()
+        self._mark_outputs(int8)
+        observed, range_of = self._ranges(int8)
+        layers = [s.layer for s in self.sites.values()]
+        float_read = {
+            var for var in int8 if any(user is None for user, _ in self.uses.get(var, []))
+        }
+        return QuantPlan(
+            self.module, layers, dict(self.sites), observed, range_of, int8, float_read
+        )
+
+    # --- layers ------------------------------------------------------------------------
+
+    def _site(self, binding, counters: dict[str, int]) -> Site | None:
+        value = binding.value
+        func = composite_of(self.module, value)
+        if func is not None:
+            chain = str(func.attrs["Composite"])
+            kind = _kind_of(chain)
+            annotated = _annotations(func)
+            params = dict(zip(func.params, value.args))
+            data = params.get(annotated.get("lhs"))
+            residual = params.get(annotated.get("residual"), annotated.get("residual"))
+        elif isinstance(value, relax.Call) and getattr(value.op, "name", None) in _RAW_KINDS:
+            chain, kind, annotated = None, _RAW_KINDS[value.op.name], {}
+            data, residual = value.args[0], None
+        else:
+            return None
+        name = f"{kind}_{counters.get(kind, 0)}"
+        counters[kind] = counters.get(kind, 0) + 1
+        reason = self._chain_reason(name, kind, value, func, annotated, data)
+        layer = Layer(name, kind, chain, reason is None, reason)
+        return Site(layer, binding.var, func, data, residual if chain else None, annotated)
+
+    def _chain_reason(self, name, kind, value, func, annotated, data) -> str | None:
+        if func is None:
+            why_not = WHY_NOT.get(value.op.name)
+            reason = why_not(value) if why_not else None
+            return reason or "no oneDNN chain fits it (or it leaks an intermediate value)"
+        excluded = self.exclusions.reason(name, kind)
+        if excluded:
+            return excluded
+        if kind not in CHAIN_KINDS:
+            return _POOL_UNDECIDED
+        if not isinstance(data, relax.Var):
+            return "its input is a constant"
+        weight = annotated["rhs"]
+        if kind == "matmul" and not (ru.is_constant(weight) and len(ru.static_shape(weight)) == 2):
+            return "the weight is not a constant 2-D [K, N] tensor"
+        return None
+
+    def _decide_pools(self) -> None:
+        for var, site in list(self.sites.items()):
+            if site.layer.reason != _POOL_UNDECIDED:
+                continue
+            producer = self.sites.get(site.data)
+            if producer is None or not producer.layer.quantized:
+                reason = "its input is not quantized"
+            elif not isinstance(var, relax.DataflowVar):
+                reason = "its output leaves the dataflow block"
+            else:
+                reason = None
+            self._replace(var, quantized=reason is None, reason=reason)
+
+    def _replace(self, var: relax.Var, **changes) -> None:
+        site = self.sites[var]
+        self.sites[var] = dataclasses.replace(
+            site, layer=dataclasses.replace(site.layer, **changes)
+        )
+
+    # --- uses and output dtypes ----------------------------------------------------------
+
+    def _use(self, var: relax.Expr, site: Site | None, role: str) -> None:
+        if isinstance(var, relax.Var):
+            self.uses.setdefault(var, []).append((site, role))
+
+    def _collect_uses(self) -> None:
+        for binding in self.bindings:
+            site = self.sites.get(binding.var)
+            if site is not None and site.layer.quantized:
+                self._use(site.data, site, "data")
+                if site.residual is not None:
+                    self._use(site.residual, site, "residual")
+                for arg in binding.value.args:
+                    if not arg.same_as(site.data) and not arg.same_as(site.residual):
+                        self._use(arg, None, "other")
+                continue
+            for var in relax.analysis.free_vars(binding.value):
+                self._use(var, None, "other")
+        for var in relax.analysis.free_vars(self.main.body.body):
+            self._use(var, None, "other")
+
+    def _int8_outputs(self) -> set[relax.Var]:
+        int8 = set()
+        for var, site in self.sites.items():
+            if not site.layer.quantized:
+                continue
+            uses = self.uses.get(var, [])
+            if site.layer.kind not in CHAIN_KINDS:
+                int8.add(var)  # int8 pools keep their input dtype
+            elif (
+                isinstance(var, relax.DataflowVar)
+                and uses
+                and all(user is not None for user, _ in uses)
+            ):
+                int8.add(var)
+        return int8
+
+    def _mark_outputs(self, int8: set[relax.Var]) -> None:
+        for var in int8:
+            self._replace(var, output_dtype="int8")
+
+    # --- ranges --------------------------------------------------------------------------
+
+    def _source(self, var: relax.Var) -> relax.Var:
+        """The tensor whose range ``var``'s int8 form uses (through int8 pools)."""
+        site = self.sites.get(var)
+        while site is not None and site.layer.quantized and site.layer.kind not in CHAIN_KINDS:
+            var = site.data
+            site = self.sites.get(var)
+        return var
+
+    def _ranges(self, int8: set[relax.Var]):
+        observed: dict[str, Observed] = {}
+        range_of: dict[relax.Var, str] = {}
+
+        def need(var: relax.Var, consumer: Site) -> None:
+            source = self._source(var)
+            if source not in range_of:
+                producer = self.sites.get(source)
+                name = f"{(producer or consumer).layer.name}_{'output' if producer else 'input'}"
+                observed[name] = Observed(
+                    name, source, self._op_name(source), self._nonnegative(source)
+                )
+                range_of[source] = name
+            range_of[var] = range_of[source]
+
+        for var, site in self.sites.items():
+            if site.layer.quantized:
+                need(site.data, site)
+                if var in int8:
+                    need(var, site)
+        return observed, range_of
+
+    def _op_name(self, var: relax.Var) -> str:
+        site = self.sites.get(var)
+        if site is not None:
+            return site.layer.chain or site.layer.kind
+        binding = self.producers.get(var)
+        if binding is None:
+            return "input"
+        op = getattr(binding.value, "op", None)
+        return getattr(op, "name", None) or type(binding.value).__name__
+
+    def _nonnegative(self, var: relax.Var) -> bool:
+        """Provably >= 0: a chain ending in ReLU / sigmoid / clip(lo >= 0), or a pool of one."""
+        site = self.sites.get(var)
+        if site is None or site.func is None:
+            return False
+        if site.layer.kind not in CHAIN_KINDS:
+            return isinstance(site.data, relax.Var) and self._nonnegative(site.data)
+        activation = _CHAIN_SPECS[site.layer.chain].activation
+        if activation in _NONNEGATIVE_ACTIVATIONS:
+            return True
+        if activation == "clip":
+            low = ru.prim_value(site.annotated["activation"].args[1])
+            return low is not None and low >= 0
+        return False
+
+
+def plan_quantization(
+    prepared: tvm.IRModule,
+    exclude_layers: Iterable[str] | None = None,
+    exclude_layers_match: Iterable[str] | None = None,
+    exclude_operators: Iterable[str] | None = None,
+) -> QuantPlan:
+    """Group ``prepared`` (output of ``prepare_for_onednn``) and decide what to quantize.
+
+    Raises:
+        ValueError: unknown ``exclude_operators`` or ``exclude_layers`` names.
+        re.error: an invalid ``exclude_layers_match`` regular expression.
+    """
+    exclusions = _Exclusions(exclude_layers, exclude_layers_match, exclude_operators)
+    return _Planner(group_chains(prepared), exclusions).plan()
+
+
+def quantizable_layers(
+    mod: tvm.IRModule,
+    exclude_layers: Iterable[str] | None = None,
+    exclude_layers_match: Iterable[str] | None = None,
+    exclude_operators: Iterable[str] | None = None,
+) -> LayerTable:
+    """List the conv2d / matmul / pool layers of ``mod`` and whether each would be quantized.
+
+    ``print(quantizable_layers(mod))`` gives a table; entries are :class:`Layer`. Names are
+    the ones ``exclude_layers`` takes. ``mod`` is not modified.
+    """
+    plan = plan_quantization(
+        prepare_for_onednn(mod), exclude_layers, exclude_layers_match, exclude_operators
+    )
+    return LayerTable(plan.layers)

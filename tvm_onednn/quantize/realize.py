@@ -1,0 +1,208 @@
+"""Realize: rewrite the prepared float32 module into a quantize/dequantize (QDQ) module.
+
+For every quantized chain (see :mod:`.annotate`)::
+
+    x_q = R.quantize(x, s_x, 0, out_dtype=u8|s8)            # once per tensor, at int8 entry
+    y = conv2d|matmul(R.dequantize(x_q, s_x, 0),
+                      R.dequantize(w_q, s_w, 0, axis=O|N))   # s8 weights (:mod:`.weights`)
+    y = y + bias; y = y + residual; y = act(y)               # unchanged, float32
+    y_q = R.quantize(y, s_y, 0, out_dtype=u8|s8)             # only when all users are int8
+
+A residual that has an int8 form (the int8 output of a quantized layer, or a tensor that
+is quantized anyway as another layer's input) is read as ``R.dequantize`` of it (oneDNN
+adds it in int8 as a sum post-op); any other residual is added in float32 as is. An int8
+pool is ``quantize(pool(dequantize(x_q)), s_x)`` (the input's scale and dtype). Every
+chain gets its own input dequantize so that the int8 pattern table can fuse it
+(:mod:`tvm_onednn.byoc.qpatterns`).
+
+Scales come from calibrated ranges, or, with ``calib_mode="none"``, are computed in the
+graph at run time as ``max(|x|) / qmax`` (slower; not recommended). Without calibration
+a tensor is u8 when it is provably non-negative (ReLU / sigmoid / clip(>=0) outputs).
+The result also runs on TVM's own pipeline, where it is a fake-quantized model.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.relax.expr_functor import mutator
+
+from .. import relax_utils as ru
+from ..calib import choose_activation_dtype, range_to_scale
+from ..calib.collector import Range
+from .annotate import CHAIN_KINDS, QuantPlan, Site
+from .inline import CompositeInliner, with_main
+from .weights import GRANULARITIES, Granularity, quantize_weight, weight_encoding
+
+__all__ = ["TensorQuant", "realize", "tensor_quant_params"]
+
+logger = logging.getLogger(__name__)
+
+QuantizedDtype = Literal["auto", "int8", "uint8"]
+_QMAX = {"int8": 127.0, "uint8": 255.0}
+_TINY = float(np.finfo(np.float32).tiny)
+
+
+@dataclass(frozen=True)
+class TensorQuant:
+    """How one activation tensor is quantized: dtype and scale (None: computed at run time)."""
+
+    dtype: str
+    scale: float | None
+
+
+def tensor_quant_params(
+    plan: QuantPlan,
+    ranges: Mapping[str, Range] | None,
+    quantized_dtype: QuantizedDtype = "auto",
+) -> dict[str, TensorQuant]:
+    """Dtype and scale of every range name of ``plan`` (``ranges=None``: run-time scales)."""
+    params = {}
+    for name, observed in plan.observed.items():
+        if ranges is None:
+            auto = "uint8" if observed.nonnegative else "int8"
+            dtype = auto if quantized_dtype == "auto" else quantized_dtype
+            params[name] = TensorQuant(dtype, None)
+            continue
+        lo, hi = ranges[name]
+        dtype = choose_activation_dtype(lo, hi, quantized_dtype)
+        if dtype == "uint8":
+            lo = max(lo, 0.0)  # forced uint8: negative values saturate at 0
+        scale, _ = range_to_scale(lo, hi, dtype, symmetric=True)
+        params[name] = TensorQuant(dtype, scale)
+    return params
+
+
+def _zero(dtype: str) -> relax.Expr:
+    return relax.const(0, dtype)
+
+
+@dataclass(frozen=True)
+class _QParams:
+    """Scale (a constant, or a run-time value), zero point and dtype of an int8 tensor."""
+
+    scale: relax.Expr
+    zero_point: relax.Expr
+    dtype: str
+
+    def quantize(self, data: relax.Expr) -> relax.Expr:
+        return relax.op.quantize(data, self.scale, self.zero_point, out_dtype=self.dtype)
+
+    def dequantize(self, data: relax.Expr) -> relax.Expr:
+        return relax.op.dequantize(data, self.scale, self.zero_point)
+
+
+@mutator
+class _Realizer(CompositeInliner):
+    """Emits the QDQ form of every quantized layer while inlining the chains back."""
+
+    def __init__(
+        self, plan: QuantPlan, tensors: Mapping[str, TensorQuant], granularity: Granularity
+    ):
+        super().__init__(plan.module)
+        self.plan = plan
+        self.tensors = tensors
+        self.granularity = granularity
+        # input-module tensor -> (its int8 value in the new module, how it is quantized)
+        self.int8: dict[relax.Var, tuple[relax.Var, _QParams]] = {}
+        self.pending: _QParams | None = None  # the binding being emitted writes int8
+
+    # --- layers --------------------------------------------------------------------------
+
+    def emit_composite(self, binding: relax.VarBinding, func: relax.Function) -> relax.Expr:
+        site = self.plan.site(binding.var)
+        if site is None or not site.layer.quantized:
+            return super().emit_composite(binding, func)
+        params = {p: self.visit_expr(a) for p, a in zip(func.params, binding.value.args)}
+        params[site.annotated["lhs"]] = self.dequantized(site.data)
+        if site.layer.kind in CHAIN_KINDS:
+            return self._chain(site, func, params)
+        # An int8 pool: pool the dequantized input, requantize with the input's parameters.
+        self.pending = self.int8_form(site.data)[1]
+        return self.pending.quantize(self.emit(self.inline(func, params)))
+
+    def _chain(self, site: Site, func: relax.Function, params: dict) -> relax.Expr:
+        residual = site.annotated.get("residual")
+        if residual is not None and site.residual in self.plan.range_of:
+            params[residual] = self.dequantized(site.residual)
+        out = self.inline(func, params, {site.annotated["rhs"]: self._weight(site)})
+        if site.var not in self.plan.int8_outputs:
+            return out  # the last quantized layer writes float32
+        out = self.emit(out)
+        self.pending = self._qparams(site.var, out)
+        return self.pending.quantize(out)
+
+    def after_binding(self, var: relax.Var, new_var: relax.Var) -> None:
+        if self.pending is None:
+            return
+        self.int8[var] = (new_var, self.pending)
+        self.pending = None
+        if var in self.plan.float_read:
+            # An int8 pool read by float32 ops: they see the dequantized value.
+            self.set_var_remap(var, self.emit(self.int8[var][1].dequantize(new_var), var.name))
+
+    def _weight(self, site: Site) -> relax.Expr:
+        weight = site.annotated["rhs"]
+        axis = 0 if site.layer.kind == "conv2d" else 1
+        src_dtype = self.tensors[self.plan.range_of[site.data]].dtype
+        w_q, scales = quantize_weight(
+            ru.constant_array(weight), axis, self.granularity, weight_encoding(src_dtype)
+        )
+        return self.emit(
+            relax.op.dequantize(relax.const(w_q), relax.const(scales), _zero("int8"), axis=axis)
+        )
+
+    # --- int8 forms of tensors -----------------------------------------------------------
+
+    def dequantized(self, var: relax.Var) -> relax.Var:
+        """A fresh dequantize of ``var``'s int8 form (one per user, so each chain owns it)."""
+        q_var, qparams = self.int8_form(var)
+        return self.emit(qparams.dequantize(q_var))
+
+    def int8_form(self, var: relax.Var) -> tuple[relax.Var, _QParams]:
+        """``var``'s int8 value: a layer's int8 output, or a quantize emitted at first use."""
+        if var not in self.int8:
+            f32 = self.visit_expr(var)
+            qparams = self._qparams(var, f32)
+            self.int8[var] = (self.emit(qparams.quantize(f32)), qparams)
+        return self.int8[var]
+
+    def _qparams(self, var: relax.Var, f32: relax.Expr) -> _QParams:
+        """How ``var`` (whose float32 value is ``f32``) is quantized."""
+        tensor = self.tensors[self.plan.range_of[var]]
+        if tensor.scale is not None:
+            scale = relax.const(np.float32(tensor.scale))
+        else:
+            scale = self.emit(_runtime_scale(f32, tensor.dtype))
+        return _QParams(scale, _zero(tensor.dtype), tensor.dtype)
+
+
+def _runtime_scale(f32: relax.Expr, dtype: str) -> relax.Expr:
+    """``max(max(|x|) / qmax, tiny)``: the symmetric scale of this very tensor."""
+    amax = relax.op.max(relax.op.abs(f32))
+    scale = relax.op.divide(amax, relax.const(np.float32(_QMAX[dtype])))
+    return relax.op.maximum(scale, relax.const(np.float32(_TINY)))
+
+
+def realize(
+    plan: QuantPlan,
+    ranges: Mapping[str, Range] | None,
+    quantized_dtype: QuantizedDtype = "auto",
+    quantize_granularity: Granularity = "channel-wise",
+) -> tvm.IRModule:
+    """The QDQ module of ``plan`` with ``ranges`` (validated), or run-time scales (None)."""
+    if quantize_granularity not in GRANULARITIES:
+        raise ValueError(
+            f"quantize_granularity must be one of {GRANULARITIES}, got {quantize_granularity!r}"
+        )
+    tensors = tensor_quant_params(plan, ranges, quantized_dtype)
+    main = _Realizer(plan, tensors, quantize_granularity).visit_expr(plan.module["main"])
+    mod = relax.transform.DeadCodeElimination(["main"])(with_main(plan.module, main))
+    logger.debug("realize: %d int8 tensors, %s", len(tensors), tensors)
+    return mod
