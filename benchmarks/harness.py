@@ -130,6 +130,9 @@ def interleaved_timings(
     names = list(runners)
     for r in range(rounds):
         for name in names[r % len(names) :] + names[: r % len(names)]:
+            # One untimed call per block: the system that ran before may still have threads
+            # spinning (TBB, onnxruntime's pool); every system gets the same settling call.
+            _time_call(runners[name])
             block = []
             for _ in range(iters[name]):
                 elapsed, outputs[name] = _time_call(runners[name])

@@ -12,16 +12,22 @@ _set_thread_defaults()  # before libgomp loads with the runtime library
 from . import _ffi_api, pipeline  # load the runtime; register the "onednn" pipeline
 from .byoc import OffloadSummary, offload_summary, partition_for_onednn
 from .frontend import ModelImportError, from_onnx
+from .quantize import quantize  # int8: the counterpart of MXNet's quantize_net
 from .threads import get_num_threads, set_num_threads
+from .tuning import TuneReport, compile_model, tune
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ModelImportError",
     "OffloadSummary",
+    "TuneReport",
+    "compile_model",
     "from_onnx",
     "get_num_threads",
     "offload_summary",
     "partition_for_onednn",
+    "quantize",
     "set_num_threads",
+    "tune",
 ]

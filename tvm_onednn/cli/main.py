@@ -1,8 +1,17 @@
-"""Entry point of the ``tvm-onednn`` console script (also ``python -m tvm_onednn``)."""
+"""Entry point of the ``tvm-onednn`` console script (also ``python -m tvm_onednn``).
+
+Argument parsing only: every subcommand calls one function of
+:mod:`tvm_onednn.interface` and prints what it returns. Bad input (a missing file, an
+unknown input name, a bad shape or target, calibration data that does not fit) ends with
+one message on stderr and exit code 2; an unexpected failure with one message and exit
+code 1 (``TVM_ONEDNN_DEBUG=1`` shows the traceback).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 
 
@@ -13,28 +22,250 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compile(args: argparse.Namespace) -> int:
+    from ..interface import QuantizeOptions, compile_onnx, parse_input_shapes
+    from ..interface.io import InputError
+
+    calib_flags = [args.calib_data, args.num_calib_batches, args.exclude_layers]
+    if args.quantize is None and any(f is not None for f in calib_flags):
+        raise InputError(
+            "--calib-data, --num-calib-batches and --exclude-layers need --quantize int8"
+        )
+    quantize = None
+    if args.quantize is not None:
+        quantize = QuantizeOptions(
+            calib_data=args.calib_data,
+            calib_mode=args.calib_mode,
+            num_calib_batches=args.num_calib_batches,
+            exclude_layers=args.exclude_layers or (),
+        )
+    result = compile_onnx(
+        args.model,
+        args.output,
+        input_shapes=parse_input_shapes(args.input_shapes),
+        target=args.target,
+        quantize=quantize,
+        tuning_records=args.tuning_records or (),
+        dump_ir=args.dump_ir,
+    )
+    print(result)
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ..interface import run_library
+
+    result = run_library(
+        args.library,
+        args.inputs,
+        output=args.output,
+        print_top=args.print_top,
+        profile=args.profile,
+        profile_runs=args.profile_runs,
+    )
+    print(result)
+    return 0
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from ..interface import parse_input_shapes, tune_onnx
+    from ..interface.progress import TerminalProgress
+
+    progress = TerminalProgress()
+    try:
+        report = tune_onnx(
+            args.model,
+            args.work_dir,
+            args.trials,
+            input_shapes=parse_input_shapes(args.input_shapes),
+            target=args.target,
+            max_trials_per_task=args.max_trials_per_task,
+            num_trials_per_iter=args.trials_per_iter,
+            seed=args.seed,
+            progress=progress,
+        )
+    finally:
+        progress.close()
+    print(report)
+    return 0
+
+
+def _benchmark(args: argparse.Namespace) -> int:
+    from ..interface import benchmark, parse_input_shapes
+
+    report = benchmark(
+        args.model,
+        batches=args.batch or (),
+        compare=args.compare or (),
+        plot=args.plot,
+        input_shapes=parse_input_shapes(args.input_shapes),
+        target=args.target,
+        tuning_records=args.tuning_records or (),
+        rounds=args.rounds,
+        block=args.block,
+        threads=args.threads,
+    )
+    print(report)
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from ..interface import inspect_model, parse_input_shapes
+
+    result = inspect_model(args.model, parse_input_shapes(args.input_shapes))
+    print(json.dumps(result.as_dict(), indent=2) if args.json else result)
+    return 0
+
+
+def _add_model_options(p: argparse.ArgumentParser, target: bool = True) -> None:
+    p.add_argument(
+        "--input-shapes",
+        nargs="+",
+        action="extend",
+        metavar="NAME:DIMS",
+        help="static input shapes, e.g. data:1,3,224,224 (default: as declared in the model)",
+    )
+    if target:
+        p.add_argument(
+            "--target",
+            metavar="JSON",
+            help='TVM target as JSON (or a file holding it), e.g. \'{"kind": "llvm", '
+            '"mcpu": "znver3"}\'; default: this CPU',
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="tvm-onednn", description="Compile and run ONNX models with TVM + oneDNN."
+        prog="tvm-onednn",
+        description="Compile, tune, run and benchmark ONNX models with TVM + oneDNN.",
     )
-    commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser(
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = commands.add_parser("compile", help="ONNX -> exported shared library (.so)")
+    p.add_argument("model", metavar="MODEL.onnx")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.so")
+    _add_model_options(p)
+    p.add_argument("--quantize", choices=["int8"], help="post-training int8 quantization")
+    p.add_argument(
+        "--calib-data",
+        metavar="NPZ|DIR",
+        help="calibration samples: an .npz keyed by input name (leading sample axis) or a "
+        "directory of .npy/.npz files",
+    )
+    p.add_argument(
+        "--calib-mode",
+        choices=["naive", "entropy", "percentile", "none"],
+        default="naive",
+        help="how ranges are chosen (default naive: min/max); none: at run time, no data",
+    )
+    p.add_argument("--num-calib-batches", type=int, metavar="N", help="use at most N batches")
+    p.add_argument(
+        "--exclude-layers",
+        nargs="+",
+        action="extend",
+        metavar="LAYER",
+        help="layers kept in float32",
+    )
+    p.add_argument(
+        "--tuning-records",
+        nargs="+",
+        action="extend",
+        metavar="WORK_DIR",
+        help="tuning work directories (best record per kernel across them)",
+    )
+    p.add_argument("--dump-ir", metavar="DIR", help="write the IR after each phase to DIR")
+    p.set_defaults(handler=_compile)
+
+    p = commands.add_parser("run", help="run an exported model on inputs from an .npz")
+    p.add_argument("library", metavar="OUT.so")
+    p.add_argument("--inputs", required=True, metavar="IN.npz", help="arrays keyed by input name")
+    p.add_argument("-o", "--output", metavar="OUT.npz", help="save the outputs")
+    p.add_argument(
+        "--print-top", type=int, nargs="?", const=5, metavar="K", help="top-K classes (default 5)"
+    )
+    p.add_argument("--profile", action="store_true", help="time every oneDNN region / TVM kernel")
+    p.add_argument("--profile-runs", type=int, default=10, metavar="N")
+    p.set_defaults(handler=_run)
+
+    p = commands.add_parser("tune", help="MetaSchedule tuning of what stays with TVM")
+    p.add_argument("model", metavar="MODEL.onnx")
+    p.add_argument("--work-dir", required=True, metavar="DIR", help="tuning records (appended)")
+    p.add_argument("--trials", required=True, type=int, metavar="N", help="trials over all tasks")
+    _add_model_options(p)
+    p.add_argument("--max-trials-per-task", type=int, metavar="N")
+    p.add_argument("--trials-per-iter", type=int, default=8, metavar="N")
+    p.add_argument("--seed", type=int)
+    p.set_defaults(handler=_tune)
+
+    p = commands.add_parser("benchmark", help="median latency and images/s")
+    p.add_argument("model", metavar="MODEL.onnx|OUT.so")
+    p.add_argument(
+        "--batch",
+        type=int,
+        nargs="+",
+        action="extend",
+        metavar="B",
+        help="batch sizes (ONNX models)",
+    )
+    p.add_argument(
+        "--compare",
+        nargs="+",
+        action="extend",
+        choices=["onnxruntime", "untuned"],
+        help="also time ONNX Runtime / the build without --tuning-records",
+    )
+    p.add_argument("--plot", metavar="OUT.png", help="bar chart (needs matplotlib)")
+    _add_model_options(p)
+    p.add_argument("--tuning-records", nargs="+", action="extend", metavar="WORK_DIR")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
+    p.add_argument("--block", type=int, default=5, help="calls per system per round")
+    p.add_argument("--threads", type=int, help="threads for every system (default: all cores)")
+    p.set_defaults(handler=_benchmark)
+
+    p = commands.add_parser("inspect", help="what goes to oneDNN, what stays with TVM, and why")
+    p.add_argument("model", metavar="MODEL.onnx")
+    _add_model_options(p, target=False)
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    p.set_defaults(handler=_inspect)
+
+    p = commands.add_parser(
         "demo", help="build the bundled small ResNet with TVM and with oneDNN; compare"
     )
-    demo.add_argument("--batch", type=int, default=1)
-    demo.add_argument("--image-size", type=int, default=32)
-    demo.add_argument("--repeats", type=int, default=20)
-    demo.set_defaults(handler=_demo)
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--repeats", type=int, default=20)
+    p.set_defaults(handler=_demo)
     return parser
+
+
+def _last_line(err: BaseException) -> str:
+    """TVM errors carry a C++/Python backtrace in their text: keep the message."""
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    return lines[-1] if lines else type(err).__name__
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    debug = os.environ.get("TVM_ONEDNN_DEBUG", "") not in ("", "0")
     try:
         return args.handler(args)
+    except KeyboardInterrupt:
+        print(f"tvm-onednn {args.command}: interrupted", file=sys.stderr)
+        return 130
     except (ValueError, OSError) as err:
-        print(f"tvm-onednn {args.command}: error: {err}", file=sys.stderr)
+        if debug:
+            raise
+        print(f"tvm-onednn {args.command}: error: {_last_line(err)}", file=sys.stderr)
         return 2
+    except Exception as err:  # anything else is ours: one line, traceback on request
+        if debug:
+            raise
+        print(
+            f"tvm-onednn {args.command}: internal error ({type(err).__name__}): "
+            f"{_last_line(err)} (TVM_ONEDNN_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

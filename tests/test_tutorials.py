@@ -1,0 +1,60 @@
+"""Every tutorial runs end to end in its ``--fast`` mode, in a fresh process."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TUTORIALS = ROOT / "tutorials"
+
+
+def _run(name: str, timeout: int = 600) -> str:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    )
+    result = subprocess.run(
+        [sys.executable, str(TUTORIALS / name), "--fast"],
+        capture_output=True,
+        check=False, text=True, timeout=timeout, env=env, cwd=ROOT,
+    )  # fmt: skip
+    assert result.returncode == 0, f"{name} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def test_every_tutorial_is_tested():
+    tested = {"fusion.py", "custom_collector.py", "command_line.py", "tuning.py"}
+    present = {p.name for p in TUTORIALS.glob("*.py")}
+    assert tested <= present, tested - present
+
+
+def test_fusion():
+    out = _run("fusion.py")
+    assert "onednn.conv2d_bias_add_relu" in out and "onednn.conv2d_bias_relu" in out
+    assert "speedup over TVM's default pipeline" in out
+
+
+def test_custom_collector():
+    out = _run("custom_collector.py")
+    assert "by hand: {'conv0_output'" in out
+    try:
+        from tvm_onednn.quantize import quantize  # noqa: F401
+    except ImportError:
+        assert "skipping the int8 model" in out
+    else:
+        assert "the quantizer asked for" in out and "int8 top-1" in out
+
+
+def test_command_line():
+    out = _run("command_line.py")
+    assert "$ tvm-onednn compile small_resnet.onnx -o model.so" in out
+    assert "top-3" in out and "output.npz holds ['output_0']" in out
+
+
+def test_tuning():
+    pytest.importorskip("xgboost")
+    out = _run("tuning.py")
+    assert "tuned vs untuned" in out and "records in" in out

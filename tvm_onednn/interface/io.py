@@ -1,0 +1,302 @@
+"""Files and strings the command line reads: input shapes, ``.npz`` inputs, calibration data.
+
+Everything here validates what a user typed or pointed at and raises :class:`InputError`
+(a ``ValueError``) with one clear sentence when it does not fit.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from ..frontend import ModelImportError, input_shapes
+
+
+class InputError(ValueError):
+    """A file, name, shape or option given by the user does not fit the model."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One model input: name, static shape and dtype."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> TensorSpec:
+        return cls(str(d["name"]), tuple(int(x) for x in d["shape"]), str(d["dtype"]))
+
+
+# --------------------------------------------------------------------------- shapes
+
+
+def parse_input_shape(text: str) -> tuple[str, list[int]]:
+    """``"data:1,3,224,224"`` -> ``("data", [1, 3, 224, 224])``.
+
+    The name is everything before the last ``:`` (ONNX names may contain colons); dims
+    are positive integers separated by commas (``x`` is accepted too).
+    """
+    name, sep, dims = text.rpartition(":")
+    if not sep or not name or not dims:
+        raise InputError(
+            f"bad input shape {text!r}: expected NAME:DIM,DIM,... such as data:1,3,224,224"
+        )
+    parts = dims.replace("x", ",").split(",")
+    try:
+        shape = [int(p) for p in parts]
+    except ValueError:
+        raise InputError(
+            f"bad input shape {text!r}: dims must be positive integers, got {dims!r}"
+        ) from None
+    if any(d < 1 for d in shape):
+        raise InputError(f"bad input shape {text!r}: dims must be positive integers")
+    return name, shape
+
+
+def parse_input_shapes(texts: Sequence[str] | None) -> dict[str, list[int]]:
+    """Several ``NAME:DIMS`` strings; a name given twice is an error."""
+    shapes: dict[str, list[int]] = {}
+    for text in texts or ():
+        name, shape = parse_input_shape(text)
+        if name in shapes:
+            raise InputError(f"input {name!r} is given twice in --input-shapes")
+        shapes[name] = shape
+    return shapes
+
+
+# --------------------------------------------------------------------------- models
+
+
+_ONNX_DTYPES = {
+    onnx.TensorProto.FLOAT: "float32",
+    onnx.TensorProto.FLOAT16: "float16",
+    onnx.TensorProto.DOUBLE: "float64",
+    onnx.TensorProto.INT64: "int64",
+    onnx.TensorProto.INT32: "int32",
+    onnx.TensorProto.INT8: "int8",
+    onnx.TensorProto.UINT8: "uint8",
+    onnx.TensorProto.BOOL: "bool",
+}
+
+
+def load_onnx(path: str | os.PathLike) -> onnx.ModelProto:
+    """Load an ONNX file, with a clear error for a missing or unreadable one."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise InputError(f"no ONNX model at {path!r}")
+    try:
+        return onnx.load(path)
+    except Exception as err:  # noqa: BLE001  (onnx raises DecodeError and friends)
+        raise InputError(f"{path!r} is not a readable ONNX model: {err}") from None
+
+
+def model_inputs(
+    model: onnx.ModelProto, shapes: Mapping[str, Sequence[int]] | None = None
+) -> list[TensorSpec]:
+    """The model's inputs with ``shapes`` applied; unknown names and dynamic dims raise."""
+    declared = input_shapes(model)
+    shapes = dict(shapes or {})
+    unknown = sorted(set(shapes) - set(declared))
+    if unknown:
+        raise InputError(
+            f"unknown input name(s) {unknown}; the model's inputs are {sorted(declared)}"
+        )
+    elem_types = {v.name: v.type.tensor_type.elem_type for v in model.graph.input}
+    specs = []
+    for name, dims in declared.items():
+        dims = list(shapes.get(name, dims))
+        if len(dims) != len(declared[name]):
+            raise InputError(
+                f"input {name!r} has rank {len(declared[name])} ({declared[name]}), "
+                f"got shape {dims}"
+            )
+        if not all(isinstance(d, int) and d > 0 for d in dims):
+            example = ",".join(str(d) if isinstance(d, int) and d > 0 else "1" for d in dims)
+            raise InputError(
+                f"input {name!r} has a dynamic shape {dims}; give a static one, e.g. "
+                f"--input-shapes {name}:{example}"
+            )
+        dtype = _ONNX_DTYPES.get(elem_types.get(name, onnx.TensorProto.FLOAT), "float32")
+        specs.append(TensorSpec(name, tuple(dims), dtype))
+    return specs
+
+
+def with_batch(specs: Sequence[TensorSpec], batch: int) -> dict[str, list[int]]:
+    """Shapes of ``specs`` with the leading (batch) dim set to ``batch``."""
+    if batch < 1:
+        raise InputError(f"batch must be >= 1, got {batch}")
+    return {s.name: [batch, *s.shape[1:]] for s in specs}
+
+
+def import_model(path: str | os.PathLike, shapes: Mapping[str, Sequence[int]] | None = None):
+    """ONNX file -> (Relax module, input specs), every error an :class:`InputError`."""
+    from ..frontend import from_onnx
+
+    model = load_onnx(path)
+    specs = model_inputs(model, shapes)
+    try:
+        mod = from_onnx(model, {s.name: list(s.shape) for s in specs})
+    except ModelImportError as err:
+        raise InputError(str(err)) from None
+    return mod, specs
+
+
+def random_inputs(specs: Sequence[TensorSpec], seed: int = 0) -> dict[str, np.ndarray]:
+    """Standard-normal floats (zeros for integer inputs) of the given specs."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for s in specs:
+        if np.issubdtype(np.dtype(s.dtype), np.floating):
+            out[s.name] = rng.standard_normal(s.shape).astype(s.dtype)
+        else:
+            out[s.name] = np.zeros(s.shape, dtype=s.dtype)
+    return out
+
+
+# --------------------------------------------------------------------------- npz
+
+
+def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """All arrays of an ``.npz`` (or a single ``.npy``, keyed by its file stem)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise InputError(f"no such file: {path!r}")
+    try:
+        if path.endswith(".npy"):
+            return {Path(path).stem: np.load(path, allow_pickle=False)}
+        with np.load(path, allow_pickle=False) as data:
+            if not isinstance(data, np.lib.npyio.NpzFile):
+                raise InputError(f"{path!r} is a single array; inputs are an .npz keyed by name")
+            return {k: data[k] for k in data.files}
+    except InputError:
+        raise
+    except (OSError, ValueError, zipfile.BadZipFile) as err:
+        raise InputError(f"{path!r} is not a readable .npz/.npy file: {err}") from None
+
+
+def match_inputs(
+    arrays: Mapping[str, np.ndarray], specs: Sequence[TensorSpec], source: str
+) -> list[np.ndarray]:
+    """``arrays`` in the order of ``specs``, checked for names, shapes and dtypes.
+
+    A single unnamed-looking array (``arr_0``) is accepted for a single-input model.
+    """
+    names = [s.name for s in specs]
+    arrays = dict(arrays)
+    if len(specs) == 1 and len(arrays) == 1 and names[0] not in arrays:
+        (key,) = arrays
+        if key.startswith("arr_"):
+            arrays = {names[0]: arrays[key]}
+    unknown = sorted(set(arrays) - set(names))
+    if unknown:
+        raise InputError(
+            f"{source}: unknown input name(s) {unknown}; the model's inputs are {names}"
+        )
+    missing = [n for n in names if n not in arrays]
+    if missing:
+        raise InputError(f"{source}: missing input(s) {missing}; the model's inputs are {names}")
+    out = []
+    for s in specs:
+        arr = np.asarray(arrays[s.name])
+        if tuple(arr.shape) != tuple(s.shape):
+            raise InputError(
+                f"{source}: input {s.name!r} has shape {list(arr.shape)}, the model expects "
+                f"{list(s.shape)}"
+            )
+        if arr.dtype != np.dtype(s.dtype):
+            if np.can_cast(arr.dtype, s.dtype, casting="same_kind"):
+                arr = arr.astype(s.dtype)
+            else:
+                raise InputError(
+                    f"{source}: input {s.name!r} is {arr.dtype}, the model expects {s.dtype}"
+                )
+        out.append(np.ascontiguousarray(arr))
+    return out
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+def _calibration_files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix in (".npz", ".npy") and p.is_file())
+        if not files:
+            raise InputError(f"calibration directory {str(path)!r} holds no .npy/.npz files")
+        return files
+    raise InputError(f"no calibration data at {str(path)!r}")
+
+
+def load_calibration_samples(
+    path: str | os.PathLike, specs: Sequence[TensorSpec]
+) -> dict[str, np.ndarray]:
+    """Calibration samples per input, ``{name: [n_samples, *sample_shape]}``.
+
+    ``path`` is an ``.npz`` keyed by input name whose arrays have a leading sample axis
+    (an ``.npy`` for a single-input model), or a directory of such files, concatenated in
+    name order. The sample shape must be the model input's shape without its batch dim.
+    """
+    files = _calibration_files(Path(path))
+    names = [s.name for s in specs]
+    chunks: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    for file in files:
+        arrays = load_npz(file)
+        if file.suffix == ".npy":
+            if len(specs) != 1:
+                raise InputError(
+                    f"{str(file)!r}: a .npy file only serves a single-input model; the model has "
+                    f"inputs {names}: use an .npz keyed by input name"
+                )
+            arrays = {names[0]: next(iter(arrays.values()))}
+        unknown = sorted(set(arrays) - set(names))
+        missing = [n for n in names if n not in arrays]
+        if unknown or missing:
+            raise InputError(
+                f"calibration file {str(file)!r} has arrays {sorted(arrays)}; the model's inputs "
+                f"are {names}"
+            )
+        for s in specs:
+            arr = np.asarray(arrays[s.name])
+            if arr.ndim != len(s.shape) or tuple(arr.shape[1:]) != tuple(s.shape[1:]):
+                raise InputError(
+                    f"calibration file {str(file)!r}: {s.name!r} has shape {list(arr.shape)}; "
+                    f"expected [N, {', '.join(map(str, s.shape[1:]))}] (N samples of the model "
+                    f"input {list(s.shape)})"
+                )
+            if not np.issubdtype(arr.dtype, np.number):
+                raise InputError(f"calibration file {str(file)!r}: {s.name!r} is {arr.dtype}")
+            chunks[s.name].append(arr.astype(s.dtype, copy=False))
+    samples = {n: np.concatenate(c, axis=0) for n, c in chunks.items()}
+    counts = {n: len(a) for n, a in samples.items()}
+    if len(set(counts.values())) != 1:
+        raise InputError(f"calibration inputs have different sample counts: {counts}")
+    return samples
+
+
+def calibration_batches(
+    samples: Mapping[str, np.ndarray], specs: Sequence[TensorSpec]
+) -> list[dict[str, np.ndarray]]:
+    """Split samples into batches of the model's batch size (a last partial one is dropped)."""
+    batch = specs[0].shape[0]
+    total = len(next(iter(samples.values())))
+    if total < batch:
+        raise InputError(
+            f"calibration data has {total} sample(s), fewer than one batch of the model "
+            f"(batch size {batch})"
+        )
+    return [
+        {n: np.ascontiguousarray(a[i : i + batch]) for n, a in samples.items()}
+        for i in range(0, total - batch + 1, batch)
+    ]

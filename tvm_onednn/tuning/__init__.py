@@ -1,0 +1,27 @@
+"""MetaSchedule autotuning of what stays with TVM, and compiling with the records.
+
+- :func:`tune` partitions first (oneDNN regions are not tuned) and tunes the TVM
+  remainder; records go to a work directory (MetaSchedule's JSON database).
+- :func:`compile_model` builds with the ``"onednn"`` pipeline and the records of one or
+  several work directories in scope (best record per workload across them).
+"""
+
+from .compile import compile_model, tuned_kernels
+from .database import TuningRecordsError, count_records, merge_databases, open_database
+from .progress import TaskStats, TuneProgress
+from .tune import TuneReport, extract_tasks, tune, tuning_target
+
+__all__ = [
+    "TaskStats",
+    "TuneProgress",
+    "TuneReport",
+    "TuningRecordsError",
+    "compile_model",
+    "count_records",
+    "extract_tasks",
+    "merge_databases",
+    "open_database",
+    "tune",
+    "tuned_kernels",
+    "tuning_target",
+]
