@@ -295,7 +295,9 @@ def _why_not_chain(spec: ChainSpec, ctx: PatternCheckContext) -> str | None:
     return None
 
 
-def _check(name: str, why_not: Callable[[PatternCheckContext], str | None]):
+def make_check(name: str, why_not: Callable[[PatternCheckContext], str | None]):
+    """A FusionPattern check from a ``why_not`` function; rejections are logged with reasons."""
+
     def check(ctx: PatternCheckContext) -> bool:
         reason = why_not(ctx)
         if reason:
@@ -313,13 +315,13 @@ def pattern_table() -> list[FusionPattern]:
         for side in ("rhs", "lhs") if spec.add else ("either",):
             pattern, annotations = make_chain_pattern(spec, side)
             table.append(
-                FusionPattern(spec.name, pattern, annotations, _check(spec.name, why_not))
+                FusionPattern(spec.name, pattern, annotations, make_check(spec.name, why_not))
             )
     for kind in POOLS:
         pattern, annotations = make_pool_pattern(kind)
         name = f"{BACKEND}.{kind}"
         why_not = lambda ctx: why_not_pool(ctx.annotated_expr["root"])
-        table.append(FusionPattern(name, pattern, annotations, _check(name, why_not)))
+        table.append(FusionPattern(name, pattern, annotations, make_check(name, why_not)))
     return table
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,6 +40,7 @@ from .patterns import (
     _why_not_activation,
     _why_not_bias,
     chain_specs,
+    make_check,
     why_not_pool,
 )
 
@@ -338,32 +338,23 @@ def _why_not_dequantize(ctx: PatternCheckContext) -> str | None:
     return _why_not_quantized("input", ann["src_q"], ann["src_scale"], ann["src_zp"])
 
 
-def _check(name: str, why_not: Callable[[PatternCheckContext], str | None]):
-    def check(ctx: PatternCheckContext) -> bool:
-        reason = why_not(ctx)
-        if reason:
-            logger.debug("%s rejected: %s", name, reason)
-        return reason is None
-
-    return check
-
-
 def qpattern_table() -> list[FusionPattern]:
     """The int8 table in priority order: chains (longest first), pools, then boundary ops."""
     table = []
     for spec in qchain_specs():
         pattern, annotations = make_qchain_pattern(spec)
         why_not = functools.partial(_why_not_qchain, spec)
-        table.append(FusionPattern(spec.name, pattern, annotations, _check(spec.name, why_not)))
+        check = make_check(spec.name, why_not)
+        table.append(FusionPattern(spec.name, pattern, annotations, check))
     for kind in POOLS:
         pattern, annotations = make_qpool_pattern(kind)
         name = qpool_name(kind)
-        table.append(FusionPattern(name, pattern, annotations, _check(name, _why_not_qpool)))
+        table.append(FusionPattern(name, pattern, annotations, make_check(name, _why_not_qpool)))
     for name, (pattern, annotations), why_not in (
         (QUANTIZE, make_quantize_pattern(), _why_not_quantize),
         (DEQUANTIZE, make_dequantize_pattern(), _why_not_dequantize),
     ):
-        table.append(FusionPattern(name, pattern, annotations, _check(name, why_not)))
+        table.append(FusionPattern(name, pattern, annotations, make_check(name, why_not)))
     return table
 
 

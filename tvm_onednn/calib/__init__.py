@@ -19,7 +19,12 @@ from .errors import CalibrationError
 from .naive import NaiveCollector
 from .percentile import PercentileCollector
 from .registry import COLLECTORS, make_collector, register_collector
-from .scales import choose_activation_dtype, range_to_scale, validate_ranges, weight_scales
+from .scales import (
+    choose_activation_dtype,
+    range_to_scale,
+    validate_ranges,
+    weight_scales,
+)
 
 __all__ = [
     "COLLECTORS",

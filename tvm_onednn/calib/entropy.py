@@ -28,16 +28,13 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Mapping
-from types import MappingProxyType
-from typing import Any, Literal
+from collections.abc import Iterable
+from typing import Literal
 
 import numpy as np
 
-from .collector import CalibrationCollector, Range
-from .compat import to_numpy
-from .errors import CalibrationError
-from .histogram import StreamingHistogram
+from .collector import Range
+from .histogram import HistogramCollector, StreamingHistogram
 
 __all__ = ["EntropyCollector", "kl_divergence_curve", "optimal_threshold"]
 
@@ -191,7 +188,7 @@ def optimal_threshold(
     return (float(half[best]) + 0.5) * bin_width, float(divergence[best])
 
 
-class EntropyCollector(CalibrationCollector):
+class EntropyCollector(HistogramCollector):
     """Per-layer streaming histograms, reduced to KL-optimal ranges by :meth:`post_collect`.
 
     Args:
@@ -213,7 +210,6 @@ class EntropyCollector(CalibrationCollector):
         quantized_dtype: QuantizedDtype = "auto",
         include_layers: Iterable[str] | None = None,
     ) -> None:
-        super().__init__(include_layers)
         if isinstance(num_bins, bool) or not isinstance(num_bins, int) or num_bins % 2 != 1:
             raise ValueError(f"num_bins must be an odd int, got {num_bins!r}")
         if not isinstance(num_quantized_bins, int) or not 2 <= num_quantized_bins < num_bins:
@@ -224,27 +220,9 @@ class EntropyCollector(CalibrationCollector):
             raise ValueError(
                 f"quantized_dtype must be auto, int8 or uint8, got {quantized_dtype!r}"
             )
-        self.num_bins = num_bins
         self.num_quantized_bins = num_quantized_bins
         self.quantized_dtype = quantized_dtype
-        self._hists: dict[str, StreamingHistogram] = {}
-
-    @property
-    def histograms(self) -> Mapping[str, StreamingHistogram]:
-        """Read-only view of the per-layer histograms."""
-        return MappingProxyType(self._hists)
-
-    def collect(self, name: str, op_name: str, arr: Any) -> None:
-        """Add ``arr`` to the histogram of layer ``name``."""
-        if not self.is_included(name):
-            return
-        hist = self._hists.get(name)
-        if hist is None:
-            hist = self._hists[name] = StreamingHistogram(self.num_bins)
-        try:
-            hist.add(to_numpy(arr))
-        except CalibrationError as err:
-            raise CalibrationError(f"layer {name!r} ({op_name}): {err}") from None
+        super().__init__(num_bins, include_layers)
 
     def _unsigned(self, hist: StreamingHistogram) -> bool:
         return hist.min >= 0 and self.quantized_dtype in ("auto", "uint8")

@@ -17,9 +17,14 @@ memory is at most ``capacity`` counters whatever the data. Tensors are never sto
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
+from typing import Any
 
 import numpy as np
 
+from .collector import CalibrationCollector
+from .compat import to_numpy
 from .errors import CalibrationError
 
 __all__ = ["StreamingHistogram"]
@@ -158,3 +163,31 @@ class StreamingHistogram:
             idx = x.astype(np.intp)
             np.clip(idx, 0, size - 1, out=idx)  # values on the outer edges
             self.counts += np.bincount(idx, minlength=size)
+
+
+class HistogramCollector(CalibrationCollector):
+    """Base of collectors that keep one streaming histogram per layer (bounded memory)."""
+
+    num_bins: int
+
+    def __init__(self, num_bins: int, include_layers: Iterable[str] | None = None) -> None:
+        super().__init__(include_layers)
+        self.num_bins = num_bins
+        self._hists: dict[str, StreamingHistogram] = {}
+
+    @property
+    def histograms(self) -> Mapping[str, StreamingHistogram]:
+        """Read-only view of the per-layer histograms."""
+        return MappingProxyType(self._hists)
+
+    def collect(self, name: str, op_name: str, arr: Any) -> None:
+        """Add ``arr`` to the histogram of layer ``name``."""
+        if not self.is_included(name):
+            return
+        hist = self._hists.get(name)
+        if hist is None:
+            hist = self._hists[name] = StreamingHistogram(self.num_bins)
+        try:
+            hist.add(to_numpy(arr))
+        except CalibrationError as err:
+            raise CalibrationError(f"layer {name!r} ({op_name}): {err}") from None

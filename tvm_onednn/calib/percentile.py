@@ -16,16 +16,13 @@ and are always clamped to the observed extremes.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
-from types import MappingProxyType
-from typing import Any, Literal
+from collections.abc import Iterable
+from typing import Literal
 
 import numpy as np
 
-from .collector import CalibrationCollector, Range
-from .compat import to_numpy
-from .errors import CalibrationError
-from .histogram import StreamingHistogram
+from .collector import Range
+from .histogram import HistogramCollector, StreamingHistogram
 
 __all__ = ["PercentileCollector", "histogram_abs_percentile", "histogram_percentile"]
 
@@ -71,7 +68,7 @@ def histogram_percentile(hist: StreamingHistogram, percentile: float) -> float:
     return float(np.clip(value, hist.min, hist.max))
 
 
-class PercentileCollector(CalibrationCollector):
+class PercentileCollector(HistogramCollector):
     """Per-layer streaming histograms, reduced to percentile ranges by :meth:`post_collect`.
 
     Args:
@@ -92,7 +89,6 @@ class PercentileCollector(CalibrationCollector):
         quantized_dtype: Literal["auto", "int8", "uint8"] = "auto",
         include_layers: Iterable[str] | None = None,
     ) -> None:
-        super().__init__(include_layers)
         if not 0.0 < float(percentile) <= 100.0:
             raise ValueError(f"percentile must be in (0, 100], got {percentile!r}")
         if quantized_dtype not in ("auto", "int8", "uint8"):
@@ -101,27 +97,9 @@ class PercentileCollector(CalibrationCollector):
             )
         StreamingHistogram(num_bins)  # validates num_bins early
         self.percentile = float(percentile)
-        self.num_bins = num_bins
         self.symmetric = symmetric
         self.quantized_dtype = quantized_dtype
-        self._hists: dict[str, StreamingHistogram] = {}
-
-    @property
-    def histograms(self) -> Mapping[str, StreamingHistogram]:
-        """Read-only view of the per-layer histograms."""
-        return MappingProxyType(self._hists)
-
-    def collect(self, name: str, op_name: str, arr: Any) -> None:
-        """Add ``arr`` to the histogram of layer ``name``."""
-        if not self.is_included(name):
-            return
-        hist = self._hists.get(name)
-        if hist is None:
-            hist = self._hists[name] = StreamingHistogram(self.num_bins)
-        try:
-            hist.add(to_numpy(arr))
-        except CalibrationError as err:
-            raise CalibrationError(f"layer {name!r} ({op_name}): {err}") from None
+        super().__init__(num_bins, include_layers)
 
     def post_collect(self) -> dict[str, Range]:
         """Return the percentile range of every observed layer."""
