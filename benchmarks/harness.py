@@ -31,7 +31,7 @@ import onnx
 Runner = Callable[[], np.ndarray]
 
 _VERSIONED_PACKAGES = ("apache-tvm", "apache-tvm-ffi", "tvm-onednn", "onnx", "onnxruntime",
-                       "openvino", "torch", "numpy")  # fmt: skip
+                       "openvino", "nncf", "torch", "numpy")  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
