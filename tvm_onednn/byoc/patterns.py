@@ -295,13 +295,17 @@ def _why_not_chain(spec: ChainSpec, ctx: PatternCheckContext) -> str | None:
     return None
 
 
-def make_check(name: str, why_not: Callable[[PatternCheckContext], str | None]):
-    """A FusionPattern check from a ``why_not`` function; rejections are logged with reasons."""
+def make_check(
+    name: str,
+    why_not: Callable[[PatternCheckContext], str | None],
+    log: logging.Logger = logger,
+):
+    """A FusionPattern check from a ``why_not`` function; rejections go to ``log`` (debug)."""
 
     def check(ctx: PatternCheckContext) -> bool:
         reason = why_not(ctx)
         if reason:
-            logger.debug("%s rejected: %s", name, reason)
+            log.debug("%s rejected: %s", name, reason)
         return reason is None
 
     return check

@@ -344,17 +344,18 @@ def qpattern_table() -> list[FusionPattern]:
     for spec in qchain_specs():
         pattern, annotations = make_qchain_pattern(spec)
         why_not = functools.partial(_why_not_qchain, spec)
-        check = make_check(spec.name, why_not)
+        check = make_check(spec.name, why_not, logger)
         table.append(FusionPattern(spec.name, pattern, annotations, check))
     for kind in POOLS:
         pattern, annotations = make_qpool_pattern(kind)
         name = qpool_name(kind)
-        table.append(FusionPattern(name, pattern, annotations, make_check(name, _why_not_qpool)))
+        check = make_check(name, _why_not_qpool, logger)
+        table.append(FusionPattern(name, pattern, annotations, check))
     for name, (pattern, annotations), why_not in (
         (QUANTIZE, make_quantize_pattern(), _why_not_quantize),
         (DEQUANTIZE, make_dequantize_pattern(), _why_not_dequantize),
     ):
-        table.append(FusionPattern(name, pattern, annotations, make_check(name, why_not)))
+        table.append(FusionPattern(name, pattern, annotations, make_check(name, why_not, logger)))
     return table
 
 
