@@ -26,13 +26,8 @@ def _run(name: str, timeout: int = 600) -> str:
 
 
 def test_every_tutorial_is_tested():
-    tested = {
-        "fusion.py",
-        "custom_collector.py",
-        "command_line.py",
-        "tuning.py",
-        "quantize_mobilenet.py",
-    }
+    tested = {"fusion.py", "custom_collector.py", "command_line.py", "tuning.py", "rpc_tuning.py",
+              "quantize_mobilenet.py"}  # fmt: skip
     present = {p.name for p in TUTORIALS.glob("*.py")}
     assert tested <= present, tested - present
 
@@ -64,6 +59,14 @@ def test_tuning():
     pytest.importorskip("xgboost")
     out = _run("tuning.py")
     assert "tuned vs untuned" in out and "records in" in out
+
+
+def test_rpc_tuning():
+    pytest.importorskip("xgboost")
+    pytest.importorskip("tornado")
+    out = _run("rpc_tuning.py")
+    assert "python -m tvm.exec.rpc_tracker" in out and "2 server(s)" in out
+    assert "measured on RPC tracker" in out and "rpc-tuned vs untuned" in out
 
 
 def test_quantize_mobilenet():

@@ -83,6 +83,9 @@ def _tune(args: argparse.Namespace) -> int:
             num_trials_per_iter=args.trials_per_iter,
             seed=args.seed,
             progress=progress,
+            rpc_tracker=args.rpc_tracker,
+            rpc_key=args.rpc_key,
+            rpc_timeout=args.rpc_timeout,
         )
     finally:
         progress.close()
@@ -195,6 +198,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-trials-per-task", type=int, metavar="N")
     p.add_argument("--trials-per-iter", type=int, default=8, metavar="N")
     p.add_argument("--seed", type=int)
+    p.add_argument(
+        "--rpc-tracker",
+        metavar="HOST:PORT",
+        help="measure on the servers of a TVM RPC tracker (python -m tvm.exec.rpc_tracker); "
+        "--target must describe their CPU",
+    )
+    p.add_argument("--rpc-key", metavar="KEY", help="the servers' --key (with --rpc-tracker)")
+    p.add_argument(
+        "--rpc-timeout",
+        type=float,
+        metavar="S",
+        help="seconds one remote measurement may take (default 60)",
+    )
     p.set_defaults(handler=_tune)
 
     p = commands.add_parser("benchmark", help="median latency and images/s")

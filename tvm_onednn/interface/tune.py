@@ -20,13 +20,28 @@ def tune_onnx(
     num_trials_per_iter: int = 8,
     seed: int | None = None,
     progress: ProgressFn | None = None,
+    rpc_tracker: str | None = None,
+    rpc_key: str | None = None,
+    rpc_timeout: float | None = None,
 ) -> TuneReport:
-    """Import ``model`` and :func:`tvm_onednn.tune` it into ``work_dir``."""
+    """Import ``model`` and :func:`tvm_onednn.tune` it into ``work_dir``.
+
+    With ``rpc_tracker`` (``HOST:PORT``) and ``rpc_key``, candidates are measured on the
+    tracker's servers; the tracker is asked before the model is imported.
+    """
     if trials < 1:
         raise InputError(f"--trials must be >= 1, got {trials}")
     if os.path.exists(work_dir) and not os.path.isdir(work_dir):
         raise InputError(f"work directory {os.fspath(work_dir)!r} is a file")
+    if (rpc_tracker is None) != (rpc_key is None):
+        raise InputError("--rpc-tracker and --rpc-key go together")
+    if rpc_timeout is not None and rpc_timeout <= 0:
+        raise InputError(f"--rpc-timeout must be > 0 seconds, got {rpc_timeout}")
     from ..target import parse_target
+    from ..tuning.rpc import check_tracker
+
+    if rpc_tracker is not None:
+        check_tracker(rpc_tracker, rpc_key)  # fails in seconds, before the import
 
     tvm_target = parse_target(target)  # errors before the (slow) import
     mod, _ = import_model(model, input_shapes)
@@ -39,4 +54,7 @@ def tune_onnx(
         num_trials_per_iter=num_trials_per_iter,
         seed=seed,
         progress=progress,
+        rpc_tracker=rpc_tracker,
+        rpc_key=rpc_key,
+        **({} if rpc_timeout is None else {"rpc_timeout": rpc_timeout}),
     )

@@ -9,13 +9,17 @@
 from .compile import compile_model, tuned_kernels
 from .database import TuningRecordsError, count_records, merge_databases, open_database
 from .progress import TaskStats, TuneProgress
+from .rpc import RPCTrackerError, TrackerStatus, check_tracker
 from .tune import TuneReport, extract_tasks, tune, tuning_target
 
 __all__ = [
+    "RPCTrackerError",
     "TaskStats",
+    "TrackerStatus",
     "TuneProgress",
     "TuneReport",
     "TuningRecordsError",
+    "check_tracker",
     "compile_model",
     "count_records",
     "extract_tasks",

@@ -38,6 +38,7 @@ from ..target import parse_target, with_num_cores
 from . import workers
 from .database import count_records, open_database
 from .progress import ProgressCallback, ProgressFn, TaskStats
+from .rpc import check_tracker, rpc_runner
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ class TuneReport:
     records_after: int = 0
     trials: int = 0  # candidates measured in this run
     seconds: float = 0.0
+    measured_on: str = "this machine"  # or the RPC tracker and key
 
     @property
     def new_records(self) -> int:
@@ -91,6 +93,7 @@ class TuneReport:
             "records_after": self.records_after,
             "trials": self.trials,
             "seconds": self.seconds,
+            "measured_on": self.measured_on,
         }
 
     def __str__(self) -> str:
@@ -101,6 +104,7 @@ class TuneReport:
             )
         lines = [
             f"tuned {len(self.tasks)} task(s) (what stays with TVM) for {self.target}",
+            f"measured on {self.measured_on}",
             f"{'task':<32} {'weight':>6} {'trials':>6} {'errors':>6} {'best (us)':>10}",
         ]
         for t in self.tasks:
@@ -161,6 +165,9 @@ def tune(
     seed: int | None = None,
     progress: ProgressFn | None = None,
     verbose: bool = False,
+    rpc_tracker: str | None = None,
+    rpc_key: str | None = None,
+    rpc_timeout: float = RUN_TIMEOUT_S,
 ) -> TuneReport:
     """Tune what stays with TVM after the oneDNN offload; records go to ``work_dir``.
 
@@ -177,6 +184,15 @@ def tune(
         seed: random seed of the search.
         progress: called after each measured batch with a :class:`TuneProgress`.
         verbose: echo MetaSchedule's own log to the console.
+        rpc_tracker: ``"host:port"`` of a TVM RPC tracker: candidates are built here and
+            measured on the servers registered under ``rpc_key`` (MetaSchedule's
+            ``RPCRunner``). The target must describe the remote CPU (``mcpu``,
+            ``num-cores``). Checked before anything else: a bad address raises
+            ``ValueError``, a tracker that does not answer or has no server under the key
+            raises :class:`~tvm_onednn.tuning.rpc.RPCTrackerError` (a ``ValueError``).
+            Default: measure locally.
+        rpc_key: the servers' ``--key``; required with ``rpc_tracker``.
+        rpc_timeout: seconds one remote measurement (session) may take.
 
     Returns a :class:`TuneReport`; with no TVM tasks (everything runs in oneDNN or needs
     no tuning) nothing is tuned and the report has no tasks.
@@ -188,11 +204,21 @@ def tune(
             f"max_trials and num_trials_per_iter must be >= 1, got {max_trials}, "
             f"{num_trials_per_iter}"
         )
+    if rpc_key is not None and rpc_tracker is None:
+        raise ValueError("rpc_key needs rpc_tracker (the tracker's HOST:PORT)")
+    if rpc_timeout <= 0:
+        raise ValueError(f"rpc_timeout must be > 0 seconds, got {rpc_timeout}")
     start = time.perf_counter()
+    # Ask the tracker first: it fails in seconds, before the (slow) task extraction.
+    tracker = check_tracker(rpc_tracker, rpc_key or "") if rpc_tracker is not None else None
+    if tracker is not None:
+        logger.info("tune: %s", tracker)
     work_dir = os.path.abspath(os.fspath(work_dir))
     target = tuning_target(target)
     extracted = extract_tasks(mod, target)
     report = TuneReport(work_dir, str(target), records_before=count_records(work_dir))
+    if tracker is not None:
+        report.measured_on = str(tracker)
     logger.info("tune: %d task(s) stay with TVM", len(extracted))
     if not extracted:
         report.records_after = report.records_before
@@ -215,9 +241,12 @@ def tune(
         database = open_database(work_dir, create=True)
         builder = workers.PooledBuilder(timeout_sec=BUILD_TIMEOUT_S)
         num_cores = int(target.attrs["num-cores"])
-        runner = ms.runner.LocalRunner(
-            timeout_sec=RUN_TIMEOUT_S, initializer=workers.thread_pool_initializer(num_cores)
-        )
+        if tracker is None:
+            runner = ms.runner.LocalRunner(
+                timeout_sec=RUN_TIMEOUT_S, initializer=workers.thread_pool_initializer(num_cores)
+            )
+        else:
+            runner = rpc_runner(tracker, num_cores, rpc_timeout)
         try:
             ms.tune_tasks(
                 tasks=contexts,
