@@ -142,10 +142,17 @@ def _quiet_metaschedule(verbose: bool):
     level = ms_logger.level
     # create_loggers() sizes its console handler by this logger's level.
     ms_logger.setLevel(logging.INFO if verbose else logging.WARNING)
+    # create_loggers() re-lists this logger's handlers by name and crashes on an unnamed one
+    # (e.g. a log-capturing handler someone attached): set those aside for the run.
+    unnamed = [h for h in ms_logger.handlers if h.get_name() is None]
+    for handler in unnamed:
+        ms_logger.removeHandler(handler)
     try:
         yield
     finally:
         ms_logger.setLevel(level)
+        for handler in unnamed:
+            ms_logger.addHandler(handler)
         # Close the log files of this run (the next run configures its own work_dir's).
         names = [n for n in logging.root.manager.loggerDict if n.startswith(ms_logger.name)]
         for name in names:
