@@ -15,13 +15,6 @@ def _onnxruntime(model_path, feeds):
     return session.run(None, feeds)
 
 
-def _quantize_available():
-    try:
-        from tvm_onednn.quantize import quantize  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
 
 def test_compile_run_matches_onnxruntime(model_dir, compiled, tmp_path, capsys):
     out = tmp_path / "out.npz"
@@ -90,7 +83,6 @@ def test_benchmark_library_and_onnx(model_dir, compiled, capsys):
     assert diff < 1e-3
 
 
-@pytest.mark.skipif(not _quantize_available(), reason="tvm_onednn.quantize not available yet")
 def test_int8_compile_and_run(model_dir, tmp_path, capsys):
     """--quantize int8 with calibration from a directory of .npy files."""
     calib = tmp_path / "calib"

@@ -9,7 +9,6 @@ import pytest
 import tvm
 from tvm import relax
 
-import tvm_onednn
 from tvm_onednn.byoc.partition import (
     name_regions,
     partition_for_onednn,
@@ -255,10 +254,6 @@ def test_float32_partition_is_unchanged(make):
     tvm.ir.assert_structural_equal(partition_for_onednn(mod), _legacy_partition(mod))
 
 
-@pytest.mark.skipif(
-    "onednn.qconv2d_bias_relu" not in tvm_onednn._ffi_api.supported_composites(),
-    reason="the C++ runtime does not run int8 nodes yet",
-)
 @pytest.mark.parametrize("make", [residual_block, conv_pool_net, mlp, small_cnn])
 def test_runtime_int8_matches_fake_quant(make):
     model, qmod, fake_quant = _quantized(make)
