@@ -336,7 +336,7 @@ const char* WeightRoundingName(WeightRounding r) {
 }
 
 WeightRounding ChooseWeightRounding(const Node& node, DType src, const std::string& impl,
-                                    int max_abs_weight, bool depthwise) {
+                                    int max_pair_sum, bool depthwise) {
   bool is_conv = node.spec->base == BaseOp::kConv2d;
   bool reference = impl.rfind("ref", 0) == 0;  // reference kernels accumulate in s32 directly
   bool gemm = impl.find("gemm") != std::string::npos;
@@ -344,12 +344,32 @@ WeightRounding ChooseWeightRounding(const Node& node, DType src, const std::stri
   if (is_conv && src == DType::kInt8 && !gemm && !CpuHasVnni()) {
     return WeightRounding::kOneDNNHalved;
   }
-  if (!Int8SaturationGuardActive() || max_abs_weight <= 64) return WeightRounding::kNone;
+  if (!Int8SaturationGuardActive() || max_pair_sum <= 128) return WeightRounding::kNone;
   // u8 depthwise kernels widen to 16/32 bit before multiplying: no pair sums, no saturation.
   if (is_conv && src == DType::kUInt8 && depthwise) {
     return WeightRounding::kNone;
   }
   return WeightRounding::kRuntimeHalved;
+}
+
+int MaxPairSum(const int8_t* data, const std::vector<int64_t>& shape, size_t axis) {
+  int64_t outer = 1, inner = 1;
+  for (size_t d = 0; d < axis; ++d) outer *= shape[d];
+  for (size_t d = axis + 1; d < shape.size(); ++d) inner *= shape[d];
+  const int64_t len = shape[axis];
+  int best = 0;
+  for (int64_t o = 0; o < outer; ++o) {
+    const int8_t* slab = data + o * len * inner;
+    for (int64_t k = 0; k < len; k += 2) {
+      const int8_t* first = slab + k * inner;
+      const int8_t* second = k + 1 < len ? first + inner : nullptr;
+      for (int64_t i = 0; i < inner; ++i) {
+        int sum = std::abs(int{first[i]}) + (second ? std::abs(int{second[i]}) : 0);
+        best = std::max(best, sum);
+      }
+    }
+  }
+  return best;
 }
 
 void HalveInt8Weights(const int8_t* src, int8_t* dst, size_t n) {

@@ -85,13 +85,16 @@ float PoolRescale(const Node& node);
 // Weight "saturation guard" for CPUs without VNNI.
 //
 // Without VNNI, oneDNN's x86 int8 kernels multiply u8 x s8 pairs with vpmaddubsw, whose s16
-// result saturates when |x0*w0 + x1*w1| > 32767 (u8 data up to 255 with |w| > 64). oneDNN
+// result saturates when |x0*w0 + x1*w1| > 32767 (u8 data up to 255 and |w0| + |w1| > 128).
+// The pairs are neighbours along the reduction axis (conv input channels 2k and 2k+1 at one
+// output channel and kernel position; matmul rows 2k and 2k+1 of one column). oneDNN
 // itself avoids this for s8-source convolutions by halving the weights (w' = rne(w / 2), scales
 // doubled); u8-source convolutions and all int8 matmuls (gemm, s8 data shifted by +128) are
 // left to saturate. With the guard on, the runtime halves the weights of every other int8
-// conv / matmul at init in the same way, so no int8 node saturates and all have the same,
-// bounded rounding: effective weights 2 * rne(w / 2). With VNNI (or AMX) nothing is halved and
-// the accumulation is exact.
+// conv / matmul whose weights have a pair with |w0| + |w1| > 128 at init in the same way, so no
+// int8 node saturates: effective weights 2 * rne(w / 2). Weights whose pair sums stay <= 128
+// are used as they are (the quantizer encodes u8-source weights that way: quantize/weights.py).
+// With VNNI (or AMX) nothing is halved and the accumulation is exact.
 
 /*! \brief oneDNN's effective ISA, e.g. "avx2", "avx512_core_amx". */
 std::string CpuIsaName();
@@ -107,14 +110,20 @@ enum class WeightRounding { kNone, kOneDNNHalved, kRuntimeHalved };
 const char* WeightRoundingName(WeightRounding r);
 /*!
  * \brief The weight rounding of an int8 conv/matmul node whose primitive runs `impl` with
- *        source dtype `src` and int8 weights of largest magnitude `max_abs_weight` (`depthwise`:
+ *        source dtype `src` and int8 weights whose largest |w0| + |w1| over neighbouring pairs
+ *        along the reduction axis is `max_pair_sum` (`depthwise`:
  *        one input and one output channel per group):
  *        none for reference kernels; oneDNN halves s8-source conv weights in its jit kernels on
  *        non-VNNI ISAs; otherwise the runtime halves when the guard is active and some
- *        |w| > 64 (255 * 64 * 2 fits s16), except for u8 depthwise convs (no pair sums).
+ *        pair sum > 128 (255 * 128 fits s16), except for u8 depthwise convs (no pair sums).
  */
 WeightRounding ChooseWeightRounding(const Node& node, DType src, const std::string& impl,
-                                    int max_abs_weight, bool depthwise);
+                                    int max_pair_sum, bool depthwise);
+/*!
+ * \brief Largest |w[.., 2k, ..]| + |w[.., 2k + 1, ..]| of int8 `data` with `shape`, pairing
+ *        along `axis` (a lone last element of an odd axis counts alone).
+ */
+int MaxPairSum(const int8_t* data, const std::vector<int64_t>& shape, size_t axis);
 /*! \brief dst[i] = rne(src[i] / 2) (|dst| <= 64). */
 void HalveInt8Weights(const int8_t* src, int8_t* dst, size_t n);
 

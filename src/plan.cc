@@ -254,12 +254,12 @@ class Planner {
     const std::vector<int64_t>& wshape = g_.Info(node.inputs[1]).shape;
     size_t count = static_cast<size_t>(NumElements(wshape));
     const int8_t* data = static_cast<const int8_t*>(plan_->const_ptrs[v.buf.index]);
-    int max_abs = 0;
-    for (size_t i = 0; i < count; ++i) max_abs = std::max(max_abs, std::abs(int{data[i]}));
-    bool depthwise = node.spec->base == BaseOp::kConv2d && node.attrs.groups > 1 &&
+    bool is_conv = node.spec->base == BaseOp::kConv2d;
+    int max_pair_sum = MaxPairSum(data, wshape, is_conv ? 1 : wshape.size() - 2);
+    bool depthwise = is_conv && node.attrs.groups > 1 &&
                      wshape[0] == node.attrs.groups && wshape[1] == 1;
     *rounding =
-        ChooseWeightRounding(node, g_.Info(node.inputs[0]).dtype, impl, max_abs, depthwise);
+        ChooseWeightRounding(node, g_.Info(node.inputs[0]).dtype, impl, max_pair_sum, depthwise);
     if (*rounding != WeightRounding::kRuntimeHalved) return Operand(w_vid, want, n, "weight");
     BufRef half = AddOwnedConst(count);
     HalveInt8Weights(static_cast<const int8_t*>(plan_->const_ptrs[v.buf.index]),

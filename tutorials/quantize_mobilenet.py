@@ -2,9 +2,9 @@
 
 MobileNetV2 (``tvm_onednn.models.mobilenet_v2_onnx``, the torchvision ImageNet weights) is
 quantized with ``tvm_onednn.quantize`` on augmented crops of real photos
-(``imagenet_crops``), calibrating with ``naive`` (min/max) and ``entropy`` (KL divergence)
-ranges. Every mode is evaluated on other crops of the same photos: top-1/top-5 agreement with
-float32 (the int8 model's top-1 class is float32's top-1 / among float32's top-5), and top-1
+(``imagenet_crops``), calibrating with ``naive`` (min/max), ``entropy`` (KL divergence) and
+``percentile`` (99.99th percentile) ranges. Every mode is evaluated on other crops of the same
+photos: top-1/top-5 agreement with float32 (the int8 model's top-1 class is float32's top-1 / among float32's top-5), and top-1
 accuracy on the crops whose photo has a known ImageNet class. Then the median latency of one
 batch, float32 vs int8.
 
@@ -60,6 +60,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--crops", type=int, help="evaluation crops (default 200; fast 16)")
     parser.add_argument("--calib-batches", type=int, help="default 10; fast 2")
+    parser.add_argument("--modes", default="naive,entropy,percentile", help="calib_mode list")
     args = parser.parse_args()
     batch = args.batch
     num_crops = args.crops or (16 if args.fast else 200)
@@ -76,7 +77,7 @@ def main() -> None:
     fp32, fp32_s = predict(fp32_run, eval_x, batch)
     runs, rows = {"fp32": fp32_run}, []
     fp32_top5 = np.argsort(-fp32, axis=1)[:, :5]
-    for mode in (None, "naive", "entropy"):
+    for mode in (None, *args.modes.split(",")):
         if mode is None:
             logits, seconds = fp32, fp32_s
         else:

@@ -22,11 +22,13 @@ datasets = pytest.importorskip("sklearn.datasets")
 
 BATCH = 32
 CALIB_BATCHES = 10
-# Issue 3 asks for <= 0.5 pt. Measured on an AVX2 CPU (7-bit weights, see quantization.md)
-# over the 517 test digits (one digit = 0.19 pt): naive loses 0.58 pt (3 digits), entropy
-# 0.39 pt (2); with 8 training epochs instead of 12 both gained accuracy (-0.58, -0.19 pt).
-# The bound below is that measurement plus two digits of margin.
+# Issue 3 asks for <= 0.5 pt: the better of naive and entropy must meet it. Measured on an AVX2
+# CPU (pair-bounded / halved weights, see quantization.md) over the 517 test digits (one digit
+# = 0.19 pt): naive loses 0.39 pt (2 digits), entropy 0.58 pt (3). Each mode alone may lose
+# MAX_LOSS_PT: that measurement plus two digits of margin.
+BEST_MAX_LOSS_PT = 0.5
 MAX_LOSS_PT = 1.0
+MODES = ("naive", "entropy")
 
 
 def _digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -126,15 +128,34 @@ def test_fp32_model_learned(trained):
     assert fp32 >= 0.93, f"fp32 test accuracy {fp32:.3f}: training failed"
 
 
-@pytest.mark.parametrize("calib_mode", ["naive", "entropy"])
-def test_int8_accuracy(trained, calib_mode):
+@pytest.fixture(scope="module")
+def int8_losses(trained):
+    """{calib_mode: (int8 accuracy, loss in points, int8 composites)}."""
     mod, calib, x_test, y_test, fp32 = trained
-    qmod = tvm_onednn.quantize(mod, calib, calib_mode=calib_mode)
-    composites = tvm_onednn.offload_summary(qmod).composites
-    int8 = [name for name in composites if name.startswith("onednn.q")]
+    results = {}
+    for calib_mode in MODES:
+        qmod = tvm_onednn.quantize(mod, calib, calib_mode=calib_mode)
+        composites = tvm_onednn.offload_summary(qmod).composites
+        int8 = [name for name in composites if name.startswith("onednn.q")]
+        acc = _accuracy(Runner(build(qmod)), x_test, y_test)
+        results[calib_mode] = (acc, 100 * (fp32 - acc), int8)
+        print(f"{calib_mode}: fp32 {fp32:.4f} int8 {acc:.4f} loss {100 * (fp32 - acc):+.2f} pt")
+    return results
+
+
+@pytest.mark.parametrize("calib_mode", MODES)
+def test_int8_runs_as_onednn_int8_composites(int8_losses, calib_mode):
+    *_, int8 = int8_losses[calib_mode]
     for kind in ("onednn.qconv2d_bias_add", "onednn.qconv2d", "onednn.qmatmul"):  # residual too
-        assert any(n.startswith(kind) for n in int8), f"no {kind}* offloaded: {dict(composites)}"
-    acc = _accuracy(Runner(build(qmod)), x_test, y_test)
-    loss_pt = 100 * (fp32 - acc)
-    print(f"{calib_mode}: fp32 {fp32:.4f} int8 {acc:.4f} loss {loss_pt:+.2f} pt; {int8}")
-    assert loss_pt <= MAX_LOSS_PT, f"int8 {calib_mode} {acc:.4f} vs fp32 {fp32:.4f}"
+        assert any(n.startswith(kind) for n in int8), f"no {kind}* offloaded: {int8}"
+
+
+@pytest.mark.parametrize("calib_mode", MODES)
+def test_int8_accuracy(trained, int8_losses, calib_mode):
+    acc, loss_pt, _ = int8_losses[calib_mode]
+    assert loss_pt <= MAX_LOSS_PT, f"int8 {calib_mode} {acc:.4f} vs fp32 {trained[-1]:.4f}"
+
+
+def test_best_calibration_loses_at_most_half_a_point(int8_losses):
+    losses = {mode: round(loss, 2) for mode, (_, loss, _) in int8_losses.items()}
+    assert min(losses.values()) <= BEST_MAX_LOSS_PT, f"loss in points: {losses}"

@@ -1,4 +1,4 @@
-"""s8 weight encodings: full 8-bit, and the 7-bit ones oneDNN computes exactly on AVX2."""
+"""s8 weight encodings: full 8-bit, and the bounded ones oneDNN computes exactly on AVX2."""
 
 from pathlib import Path
 
@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from tvm_onednn.quantize import quantize, weights
-from tvm_onednn.quantize.weights import WeightEncoding, quantize_weight
+from tvm_onednn.quantize.weights import (
+    FULL_8BIT,
+    HALVED_EXACT,
+    PAIR_BOUNDED,
+    WeightEncoding,
+    quantize_weight,
+)
 
 from .helpers import const, main_calls
 from .models import residual_block
@@ -56,13 +62,49 @@ def test_tensor_wise_and_matmul_axis():
         quantize_weight(w, axis=1, granularity="row-wise")
 
 
+def _pair_sums(w_q, axis):
+    w = np.moveaxis(np.abs(w_q.astype(np.int64)), axis, -1)
+    if w.shape[-1] % 2:
+        w = np.concatenate([w, np.zeros(w.shape[:-1] + (1,), w.dtype)], -1)
+    return w[..., 0::2] + w[..., 1::2]
+
+
+@pytest.mark.parametrize("shape, axis, reduce_axis", [((8, 7, 3, 3), 0, 1), ((33, 16), 1, 0)])
+@pytest.mark.parametrize("granularity", ["channel-wise", "tensor-wise"])
+def test_pair_bounded_encoding(shape, axis, reduce_axis, granularity):
+    """Neighbouring pairs along the reduction axis sum to <= 128; otherwise round to nearest."""
+    w = RNG.standard_normal(shape).astype("float32")
+    w_q, scales = quantize_weight(w, axis, granularity, PAIR_BOUNDED, reduce_axis)
+    assert np.abs(w_q).max() <= 127 and _pair_sums(w_q, reduce_axis).max() == 128
+    view = [1] * w.ndim
+    if granularity == "channel-wise":
+        view[axis] = -1
+    real = w / scales.reshape(view)
+    error = np.abs(w_q - real)
+    assert error.max() <= 1.0 and (error > 0.5 + 1e-4).mean() < 0.01  # few rounded down
+    # Finer than 7 bits: every scale is below the 7-bit one (max|w| / 63).
+    w7, s7 = quantize_weight(w, axis, granularity, WeightEncoding(63))
+    assert np.all(scales < s7)
+
+
+def test_pair_bounded_scale_is_the_pair_sum_or_max():
+    w = np.zeros((2, 4, 1, 1), "float32")
+    w[0, :, 0, 0] = [1.0, 1.0, 0.0, 0.0]  # pairs bound it: scale 2 / 128
+    w[1, :, 0, 0] = [1.0, 0.0, 0.0, 0.0]  # max bounds it: scale 1 / 127
+    w_q, scales = quantize_weight(w, 0, encoding=PAIR_BOUNDED, reduce_axis=1)
+    np.testing.assert_allclose(scales, [2 / 128, 1 / 127], rtol=1e-6)
+    assert w_q[:, :, 0, 0].tolist() == [[64, 64, 0, 0], [127, 0, 0, 0]]
+    with pytest.raises(ValueError, match="reduction axis"):
+        quantize_weight(w, 0, encoding=PAIR_BOUNDED)
+
+
 def test_qdq_module_uses_the_cpu_encoding(avx2_cpu):
     model = residual_block()
     qmod = quantize(model.mod, model.batches(2))
     w0, w1 = [d for d in main_calls(qmod, "dequantize") if hasattr(d.args[0], "value")]
-    # conv0 reads s8 x: even 7-bit weights; conv1 reads the u8 ReLU output: |w| <= 63.
+    # conv0 reads s8 x: even 7-bit weights; conv1 reads the u8 ReLU output: pair-bounded.
     assert np.all(const(w0.args[0]) % 2 == 0) and np.abs(const(w0.args[0])).max() == 126
-    assert np.abs(const(w1.args[0])).max() == 63
+    assert _pair_sums(const(w1.args[0]), 1).max() == 128
 
 
 def test_cpu_flags_decide_the_encoding(monkeypatch):
@@ -76,9 +118,10 @@ def test_cpu_flags_decide_the_encoding(monkeypatch):
         monkeypatch.setattr(Path, "read_text", lambda self, f=flags: f"flags\t\t: {f}\n")
         assert detect() is expected
     monkeypatch.setattr(weights, "has_int8_dot_product", lambda: False)
-    assert weights.weight_encoding("int8") == WeightEncoding(63, 2)
-    assert weights.weight_encoding("uint8") == WeightEncoding(63)
+    encoding = weights.weight_encoding
+    assert encoding("int8") == encoding("int8", "conv2d", depthwise=True) == HALVED_EXACT
+    assert encoding("uint8") == encoding("uint8", "matmul") == encoding("int8", "matmul")
+    assert encoding("uint8") == PAIR_BOUNDED
+    assert encoding("uint8", "conv2d", depthwise=True) == FULL_8BIT
     monkeypatch.setattr(weights, "has_int8_dot_product", lambda: True)
-    assert (
-        weights.weight_encoding("int8") == weights.weight_encoding("uint8") == WeightEncoding(127)
-    )
+    assert encoding("int8") == encoding("uint8") == encoding("uint8", "matmul") == FULL_8BIT

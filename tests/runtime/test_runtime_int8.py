@@ -832,6 +832,68 @@ def test_guard_off_is_exact_for_7bit_data(guard_mode):
     assert roundings_of(mod) == ["none"]
 
 
+def pair_bounded_weights(shape, axis, first=127, shift=0):
+    """Weights at the s16 limit along `axis`: |w| = first, 128 - first, 128 - first, first, ...
+
+    Neighbours (2k, 2k + 1) along `axis` sum to exactly 128 (255 * 128 fits s16), while any
+    other pairing (2k + 1, 2k + 2), or along another axis, meets two large values and would
+    saturate with u8 data of 255: the runtime is exact here only if oneDNN pairs as assumed.
+    """
+    pattern = np.array([first, 128 - first, 128 - first, first], dtype=np.int8)
+    index = (np.arange(shape[axis]) + shift) % 4
+    view = [1] * len(shape)
+    view[axis] = -1
+    return np.broadcast_to(pattern[index].reshape(view), shape).copy()
+
+
+PAIR_GRAPHS = ["conv3x3", "conv1x1", "conv3x3_strided", "matmul_u8", "matmul_s8"]
+
+
+def pair_graph(graph, shift=0):
+    """A conv / matmul with pair-bounded weights (shifted by `shift`) and the largest data."""
+    if graph.startswith("conv"):
+        k = 1 if graph == "conv1x1" else 3
+        strides = (2, 2) if graph.endswith("strided") else (1, 1)
+        g, inputs = conv_graph(src="uint8", dst="float32", bias=False, c=64, o=32, k=k,
+                               strides=strides)
+        axis, src = 1, "uint8"
+    else:
+        src = {"u8": "uint8", "s8": "int8"}[graph[-2:]]
+        g, inputs = matmul_graph((6, 64), 24, src=src, dst="float32", bias=False)
+        axis = 0
+    g.const_values[0][:] = pair_bounded_weights(g.const_values[0].shape, axis, shift=shift)
+    inputs[0][:] = LIMITS[src][1]  # u8 255; s8 127, which gemm shifts by +128 to u8 255
+    return g, inputs
+
+
+@pytest.mark.parametrize("graph", PAIR_GRAPHS)
+def test_guard_keeps_pair_bounded_weights_exact(graph):
+    """Pair sums <= 128 along the reduction axis need no halving, even with |w| = 127."""
+    g, inputs = pair_graph(graph)
+    mod, _ = run_check(g, inputs)
+    assert roundings_of(mod) == ["none"]
+
+
+@pytest.mark.skipif(vnni(), reason="VNNI accumulates u8 x s8 in s32 directly")
+@pytest.mark.parametrize("graph", PAIR_GRAPHS)
+def test_without_guard_misaligned_pairs_saturate(guard_mode, graph):
+    """The control of the test above: shifted by one along the axis, the pairs saturate."""
+    guard_mode(0)
+    g, inputs = pair_graph(graph, shift=1)
+    mod = g.build()
+    (out,) = g.run(mod, inputs)
+    (ref,) = reference(g, inputs, roundings_of(mod))
+    assert np.abs(out - ref).max() > 0.1 * np.abs(ref).max()
+
+
+def test_guard_halves_when_a_pair_exceeds_128():
+    g, inputs = conv_graph(src="uint8", dst="float32", bias=False, c=64, o=32, k=1)
+    g.const_values[0][:] = pair_bounded_weights(g.const_values[0].shape, axis=1, first=100)
+    g.const_values[0][3, 2, 0, 0] = 29  # this pair sums to 129
+    mod, _ = run_check(g, inputs)
+    assert roundings_of(mod) == ["none" if vnni() else "runtime_halved"]
+
+
 @pytest.mark.skipif(vnni(), reason="VNNI accumulates u8 x s8 in s32 directly")
 def test_without_guard_full_range_u8_saturates_on_this_cpu(guard_mode):
     """Why the guard exists: oneDNN's non-VNNI kernels saturate u8 x s8 pair sums to s16."""

@@ -148,12 +148,13 @@ class _Realizer(CompositeInliner):
             self.set_var_remap(var, self.emit(self.int8[var][1].dequantize(new_var), var.name))
 
     def _weight(self, site: Site) -> relax.Expr:
-        weight = site.annotated["rhs"]
-        axis = 0 if site.layer.kind == "conv2d" else 1
+        weight = ru.constant_array(site.annotated["rhs"])
+        conv = site.layer.kind == "conv2d"
+        axis, reduce_axis = (0, 1) if conv else (weight.ndim - 1, weight.ndim - 2)
         src_dtype = self.tensors[self.plan.range_of[site.data]].dtype
-        w_q, scales = quantize_weight(
-            ru.constant_array(weight), axis, self.granularity, weight_encoding(src_dtype)
-        )
+        depthwise = conv and weight.shape[1] == 1 and int(site.annotated["root"].attrs.groups) > 1
+        encoding = weight_encoding(src_dtype, site.layer.kind, depthwise)
+        w_q, scales = quantize_weight(weight, axis, self.granularity, encoding, reduce_axis)
         return self.emit(
             relax.op.dequantize(relax.const(w_q), relax.const(scales), _zero("int8"), axis=axis)
         )

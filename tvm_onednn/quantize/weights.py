@@ -1,21 +1,23 @@
-"""s8 weight encoding, and the one oneDNN's int8 kernels compute exactly on this CPU.
+"""s8 weight encodings, chosen per layer so that oneDNN's int8 kernels compute them exactly.
 
 Weights are symmetric s8, one scale per output channel (or per tensor):
 ``w ~= scale * w_q``, zero point 0.
 
 On CPUs with an int8 dot-product instruction (AVX512-VNNI, AVX-VNNI, AMX-INT8) oneDNN
 accumulates u8/s8 x s8 products in s32, so full 8-bit weights (``|w_q| <= 127``) are exact.
-Without one (AVX2 only), oneDNN multiplies byte pairs with ``vpmaddubsw``, whose 16-bit
-pair sums saturate for large u8 x s8 products, and for s8 activations it shifts the source
-to u8 and *halves the weights* (``scale_adjust = 0.5``, oneDNN's "Nuances of int8
-computations"), rounding odd values. Both make the int8 result differ from the QDQ graph.
-So on such CPUs weights get 7-bit precision, encoded so that oneDNN's arithmetic is exact:
+Without one (AVX2 only), oneDNN multiplies byte pairs with ``vpmaddubsw``: neighbours along
+the reduction axis (conv input channels 2k and 2k+1, matmul rows 2k and 2k+1) are multiplied
+by u8 data (up to 255) and summed in s16, which saturates unless ``|w_a| + |w_b| <= 128``.
+For s8-source convolutions oneDNN also *halves the weights* (``scale_adjust = 0.5``,
+oneDNN's "Nuances of int8 computations"), rounding odd values. So on such CPUs:
 
-* u8 activations: ``|w_q| <= 63`` (pair sums stay below 2**15);
-* s8 activations: even ``w_q`` with ``|w_q| <= 126`` (halving is exact and gives 7 bits).
+* u8-source depthwise convs: full 8 bits (their kernels widen before multiplying);
+* other u8-source convs and all matmuls (gemm shifts s8 data to u8): 8-bit weights whose
+  neighbouring pairs sum to at most 128 in magnitude (``PAIR_BOUNDED``);
+* s8-source convs: even ``w_q`` with ``|w_q| <= 126`` (halving is exact: 7 bits).
 
-Measured on an AVX2 machine: 8-bit weights gave 1-2 % output errors against the QDQ
-graph; with this encoding oneDNN's result equals it to float rounding.
+The runtime's saturation guard (``src/int8_attrs.h``) checks the same pair bound and leaves
+such weights as they are, so oneDNN's result equals the QDQ graph to float rounding.
 """
 
 from __future__ import annotations
@@ -30,7 +32,15 @@ import numpy as np
 
 from ..calib import weight_scales
 
-__all__ = ["WeightEncoding", "has_int8_dot_product", "quantize_weight", "weight_encoding"]
+__all__ = [
+    "FULL_8BIT",
+    "HALVED_EXACT",
+    "PAIR_BOUNDED",
+    "WeightEncoding",
+    "has_int8_dot_product",
+    "quantize_weight",
+    "weight_encoding",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -41,21 +51,28 @@ _DOT_PRODUCT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 
 @dataclass(frozen=True)
 class WeightEncoding:
-    """``w_q = step * clip(round(w / (step * scale)), -levels, levels)``; scale per channel."""
+    """``w_q = step * clip(round(w / (step * scale)), -levels, levels)``; scale per channel.
+
+    With ``pair_limit``, the scale is also large enough that neighbouring pairs along the
+    reduction axis have ``|w_q[2k]| + |w_q[2k+1]| <= pair_limit``.
+    """
 
     levels: int  # 127: 8-bit, 63: 7-bit
     step: int = 1  # 2: even values only
+    pair_limit: int | None = None
 
 
 FULL_8BIT = WeightEncoding(127)
+PAIR_BOUNDED = WeightEncoding(127, pair_limit=128)  # 255 * 128 fits s16
+HALVED_EXACT = WeightEncoding(63, 2)
 
 
 @functools.cache
 def has_int8_dot_product() -> bool:
     """Whether this CPU has VNNI or AMX int8 dot products (Linux ``/proc/cpuinfo``).
 
-    When the flags cannot be read, the answer is False: the 7-bit encoding is exact
-    everywhere, 8-bit only with a dot-product instruction.
+    When the flags cannot be read, the answer is False: the bounded encodings are exact
+    everywhere, unbounded 8-bit ones only with a dot-product instruction.
     """
     try:
         text = Path("/proc/cpuinfo").read_text()
@@ -69,11 +86,15 @@ def has_int8_dot_product() -> bool:
     return any(flag in flags for flag in _DOT_PRODUCT_FLAGS)
 
 
-def weight_encoding(src_dtype: str) -> WeightEncoding:
-    """The encoding oneDNN computes exactly for a chain reading ``src_dtype`` activations."""
+def weight_encoding(src_dtype: str, kind: str = "conv2d", depthwise: bool = False) -> WeightEncoding:
+    """The encoding oneDNN computes exactly for a ``kind`` layer reading ``src_dtype`` data."""
     if has_int8_dot_product():
         return FULL_8BIT
-    return WeightEncoding(63, 2) if src_dtype == "int8" else WeightEncoding(63)
+    if kind == "conv2d" and src_dtype == "int8":
+        return HALVED_EXACT
+    if kind == "conv2d" and depthwise:
+        return FULL_8BIT
+    return PAIR_BOUNDED
 
 
 def quantize_weight(
@@ -81,11 +102,13 @@ def quantize_weight(
     axis: int,
     granularity: Granularity = "channel-wise",
     encoding: WeightEncoding = FULL_8BIT,
+    reduce_axis: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Symmetric s8 weights: ``(w_q, scales)`` with ``w ~= scales * w_q`` along ``axis``.
 
     ``scales`` has one float32 per slice of ``axis`` (channel-wise) or is a 0-d array
     (tensor-wise). Values are rounded to nearest; see :class:`WeightEncoding`.
+    ``reduce_axis`` (the axis the layer sums over) is needed for a ``pair_limit``.
     """
     if granularity not in GRANULARITIES:
         raise ValueError(f"quantize_granularity must be one of {GRANULARITIES}")
@@ -98,6 +121,47 @@ def quantize_weight(
         shape = []
     if encoding.levels != 127:
         scales = scales * np.float32(127 / encoding.levels)  # the scale of one level
-    levels = np.clip(np.round(weight / scales.reshape(shape)), -encoding.levels, encoding.levels)
+    if encoding.pair_limit is not None:
+        if reduce_axis is None:
+            raise ValueError("a pair-bounded encoding needs the reduction axis")
+        sums = _pair_sums(np.abs(weight), reduce_axis)
+        keep = [d for d in range(weight.ndim) if d == axis and shape]
+        pair_max = sums.max(axis=tuple(d for d in range(sums.ndim) if d not in keep))
+        pair_max = pair_max.reshape(scales.shape).astype(np.float32)
+        scales = np.where(pair_max > 0, np.maximum(scales, pair_max / encoding.pair_limit), scales)
+    real = weight / scales.reshape(shape)
+    levels = np.clip(np.round(real), -encoding.levels, encoding.levels)
+    if encoding.pair_limit is not None:
+        levels = _bound_pairs(levels, real, reduce_axis, encoding.pair_limit)
     w_q = (levels * encoding.step).astype(np.int8)
     return w_q, (scales / np.float32(encoding.step)).astype(np.float32)
+
+
+def _pairs(x: np.ndarray, axis: int) -> np.ndarray:
+    """``x`` with ``axis`` moved last, zero-padded to even length and split into pairs."""
+    x = np.moveaxis(x, axis, -1)
+    if x.shape[-1] % 2:
+        x = np.concatenate([x, np.zeros(x.shape[:-1] + (1,), x.dtype)], axis=-1)
+    return x.reshape(x.shape[:-1] + (x.shape[-1] // 2, 2))
+
+
+def _pair_sums(abs_weight: np.ndarray, axis: int) -> np.ndarray:
+    """``|w[2k]| + |w[2k+1]|`` along ``axis``, kept at position ``axis`` (half its length)."""
+    return np.moveaxis(_pairs(abs_weight, axis).sum(-1), -1, axis)
+
+
+def _bound_pairs(levels: np.ndarray, real: np.ndarray, axis: int, limit: int) -> np.ndarray:
+    """Round down, in each pair over ``limit``, the element that rounding raised most.
+
+    The scale keeps ``|real_a| + |real_b| <= limit``, so rounding overshoots by at most one.
+    """
+    length = levels.shape[axis]
+    q, r = _pairs(levels, axis).copy(), _pairs(real, axis)
+    over = np.abs(q).sum(-1) > limit
+    if over.any():
+        raised = np.abs(q) - np.abs(r)  # how far rounding moved each magnitude up
+        pick = np.argmax(raised, axis=-1)[..., None]
+        chosen = np.take_along_axis(q, pick, -1)
+        np.put_along_axis(q, pick, np.where(over[..., None], chosen - np.sign(chosen), chosen), -1)
+    q = q.reshape(q.shape[:-2] + (-1,))[..., :length]
+    return np.moveaxis(q, -1, axis)
