@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -20,18 +19,9 @@ from typing import Any
 
 import numpy as np
 from bench_fp32 import MODELS
-from harness import (
-    Result,
-    Runner,
-    System,
-    Workload,
-    format_table,
-    machine_info,
-    parse_list,
-    run_workload,
-    write_json,
-)
-from systems import OpenVinoSystem, TvmSystem, host_mcpu, prepare_process
+from cli import add_common_arguments, prepare, run_all
+from harness import Runner, System, Workload, parse_list
+from systems import OpenVinoSystem, TvmSystem
 
 
 @functools.cache
@@ -198,58 +188,17 @@ def make_workload(name: str, batch: int) -> Workload:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--models", default="resnet18,resnet50", help=f"from {sorted(MODELS)}")
-    p.add_argument("--batches", default="1,16")
-    p.add_argument("--systems", default=",".join(SYSTEM_NAMES), help=f"from {SYSTEM_NAMES}")
+    add_common_arguments(p, MODELS, SYSTEM_NAMES, "bench-results/int8.json")
     p.add_argument("--calib-batches", type=int, default=10, help="calibration batches (10)")
     p.add_argument("--calib-mode", default="naive", help="tvm-onednn's calib_mode (naive)")
-    p.add_argument("--rounds", type=int, default=5, help="round-robin rounds (default 5)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed calls per system first")
-    p.add_argument("--block-seconds", type=float, default=2.0, help="budget of one block (2)")
-    p.add_argument("--max-iters", type=int, default=20, help="max calls per block")
-    p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
-    p.add_argument("--mcpu", default="auto", help="LLVM -mcpu for TVM (default: this host's)")
-    p.add_argument("--out", type=Path, default=Path("bench-results/int8.json"))
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    models, batches = (
-        parse_list(args.models),
-        [int(b) for b in parse_list(args.batches)],
-    )
-    unknown = [m for m in models if m not in MODELS]
-    if unknown:
-        sys.exit(f"unknown model(s) {unknown}; choose from {sorted(MODELS)}")
-    for warning in prepare_process(args.threads):
-        print(f"warning: {warning}", file=sys.stderr)
-    mcpu = host_mcpu() if args.mcpu == "auto" else args.mcpu
+    models, mcpu = prepare(args, MODELS)
     systems = make_systems(parse_list(args.systems), mcpu, args.calib_batches, args.calib_mode)
-    meta = {
-        "benchmark": "int8",
-        "argv": sys.argv,
-        "options": {k: str(v) for k, v in vars(args).items()} | {"mcpu": mcpu},
-    }
-    results: list[Result] = []
-    for name in models:
-        for batch in batches:
-            print(f"\n[{name} batch {batch}]", flush=True)
-            results += run_workload(
-                make_workload(name, batch),
-                systems,
-                threads=args.threads,
-                rounds=args.rounds,
-                warmup=args.warmup,
-                block_seconds=args.block_seconds,
-                max_iters=args.max_iters,
-                reference="tvm-onednn",
-                log=lambda line: print(line, flush=True),
-            )
-            write_json(args.out, meta | {"machine": machine_info(args.threads)}, results)
-    print(format_table(results))
-    print(f"\nwrote {args.out}")
-    return 0
+    return run_all(args, "int8", models, mcpu, systems, make_workload, reference="tvm-onednn")
 
 
 if __name__ == "__main__":

@@ -9,8 +9,6 @@ one softmax task): they check the plumbing, not the speed-up.
 
 import contextlib
 import io
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -30,6 +28,7 @@ from tvm_onednn.tuning import (
     count_records,
     tuned_kernels,
 )
+from tvm_onednn.tuning.local_rpc import local_tracker
 
 from .test_tuning import matmul_softmax_onnx
 
@@ -41,85 +40,12 @@ KEY = "onednn-test"
 START_TIMEOUT_S = 180  # importing TVM in three processes on a loaded 2-core machine
 
 
-def free_port_pair() -> int:
-    """A localhost port P with P+1 free too (the servers' --port .. --port-end range)."""
-    for _ in range(100):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port >= 65535:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free pair of localhost ports")
-
-
-def _start(args: list[str], log) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", *args],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own process group: forked session workers die too
-    )
-
-
-def _stop(procs: list[subprocess.Popen]) -> None:
-    for proc in procs:
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def tracker(tmp_path_factory):
     """``127.0.0.1:P`` of a tracker with two servers under KEY."""
     logs = tmp_path_factory.mktemp("rpc_logs")
-    port = free_port_pair()
-    procs = []
-    try:
-        with open(logs / "tracker.log", "wb") as log:
-            procs.append(
-                _start(
-                    ["tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port", str(port),
-                     "--port-end", str(port + 1)],
-                    log,
-                )
-            )  # fmt: skip
-        address = f"127.0.0.1:{port}"
-        for i in range(2):
-            server_port = free_port_pair()
-            with open(logs / f"server{i}.log", "wb") as log:
-                procs.append(
-                    _start(
-                        ["tvm.exec.rpc_server", "--host", "127.0.0.1", "--port",
-                         str(server_port), "--port-end", str(server_port + 1), "--tracker",
-                         address, "--key", KEY],
-                        log,
-                    )
-                )  # fmt: skip
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            dead = [p.args for p in procs if p.poll() is not None]
-            assert not dead, f"exited early: {dead}; logs in {logs}"
-            with contextlib.suppress(RPCTrackerError):
-                if check_tracker(address, KEY, timeout=2).servers == 2:
-                    break
-            assert time.monotonic() < deadline, f"servers not registered; logs in {logs}"
-            time.sleep(1)
+    with local_tracker(KEY, servers=2, timeout=START_TIMEOUT_S, log_dir=logs) as address:
         yield address
-    finally:
-        _stop(procs)
 
 
 @pytest.fixture(scope="module")

@@ -27,13 +27,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import signal
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 
 import numpy as np
 import tvm
@@ -43,70 +38,8 @@ import tvm_onednn
 from tvm_onednn.interface.benchmarking import interleaved
 from tvm_onednn.models import encoder_block_onnx
 from tvm_onednn.target import host_target_spec
-from tvm_onednn.tuning import RPCTrackerError, check_tracker
-
-
-def free_port_pair() -> int:
-    """A localhost port P with P+1 free too (what ``--port P --port-end P+1`` binds)."""
-    for _ in range(100):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free pair of localhost ports")
-
-
-@contextlib.contextmanager
-def local_tracker(key: str, servers: int = 2, timeout: float = 180.0):
-    """A tracker and ``servers`` servers on 127.0.0.1; yields the tracker's ``host:port``."""
-    port = free_port_pair()
-    address = f"127.0.0.1:{port}"
-    commands = [
-        ["tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port", str(port),
-         "--port-end", str(port + 1)]
-    ]  # fmt: skip
-    for _ in range(servers):
-        q = free_port_pair()
-        commands.append(
-            ["tvm.exec.rpc_server", "--host", "127.0.0.1", "--port", str(q),
-             "--port-end", str(q + 1), "--tracker", address, "--key", key]
-        )  # fmt: skip
-    procs = []
-    try:
-        for command in commands:
-            print("$ python -m " + " ".join(command))
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", *command],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                    start_new_session=True,  # its own process group (forked workers too)
-                )
-            )
-        deadline = time.monotonic() + timeout
-        while True:
-            with contextlib.suppress(RPCTrackerError):
-                if check_tracker(address, key, timeout=2).servers == servers:
-                    break
-            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
-                raise RuntimeError("the RPC tracker or its servers did not start")
-            time.sleep(1)
-        yield address
-    finally:
-        for proc in procs:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+from tvm_onednn.tuning import check_tracker
+from tvm_onednn.tuning.local_rpc import local_tracker
 
 
 def main() -> None:
@@ -133,7 +66,7 @@ def main() -> None:
 
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(tempfile.TemporaryDirectory())
-        tracker = args.tracker or stack.enter_context(local_tracker(args.key))
+        tracker = args.tracker or stack.enter_context(local_tracker(args.key, echo=True))
         print(check_tracker(tracker, args.key))
         rpc_dir = os.path.join(tmp, "rpc")
         report = tvm_onednn.tune(
