@@ -13,5 +13,5 @@ def vnni_cpu(monkeypatch):
 
 @pytest.fixture
 def avx2_cpu(monkeypatch):
-    """Quantize as for a CPU without int8 dot products: 7-bit weights."""
+    """Quantize as for a CPU without int8 dot products: bounded or halved weights."""
     monkeypatch.setattr(weights, "has_int8_dot_product", lambda: False)
