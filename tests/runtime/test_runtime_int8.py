@@ -846,16 +846,19 @@ def pair_bounded_weights(shape, axis, first=127, shift=0):
     return np.broadcast_to(pattern[index].reshape(view), shape).copy()
 
 
-PAIR_GRAPHS = ["conv3x3", "conv1x1", "conv3x3_strided", "matmul_u8", "matmul_s8"]
+PAIR_CONVS = {  # name: conv_graph arguments
+    "conv3x3": dict(c=64, k=3),
+    "conv1x1": dict(c=64, k=1),
+    "conv3x3_strided": dict(c=64, k=3, strides=(2, 2)),
+    "conv7x7_c6": dict(c=6, k=7),  # few input channels, as in a first layer
+}
+PAIR_GRAPHS = [*PAIR_CONVS, "matmul_u8", "matmul_s8"]
 
 
 def pair_graph(graph, shift=0):
     """A conv / matmul with pair-bounded weights (shifted by `shift`) and the largest data."""
-    if graph.startswith("conv"):
-        k = 1 if graph == "conv1x1" else 3
-        strides = (2, 2) if graph.endswith("strided") else (1, 1)
-        g, inputs = conv_graph(src="uint8", dst="float32", bias=False, c=64, o=32, k=k,
-                               strides=strides)
+    if graph in PAIR_CONVS:
+        g, inputs = conv_graph(src="uint8", dst="float32", bias=False, o=32, **PAIR_CONVS[graph])
         axis, src = 1, "uint8"
     else:
         src = {"u8": "uint8", "s8": "int8"}[graph[-2:]]
