@@ -336,7 +336,7 @@ const char* WeightRoundingName(WeightRounding r) {
 }
 
 WeightRounding ChooseWeightRounding(const Node& node, DType src, const std::string& impl,
-                                    int max_pair_sum, bool depthwise) {
+                                    int max_pair_sum) {
   bool is_conv = node.spec->base == BaseOp::kConv2d;
   bool reference = impl.rfind("ref", 0) == 0;  // reference kernels accumulate in s32 directly
   bool gemm = impl.find("gemm") != std::string::npos;
@@ -345,10 +345,6 @@ WeightRounding ChooseWeightRounding(const Node& node, DType src, const std::stri
     return WeightRounding::kOneDNNHalved;
   }
   if (!Int8SaturationGuardActive() || max_pair_sum <= 128) return WeightRounding::kNone;
-  // u8 depthwise kernels widen to 16/32 bit before multiplying: no pair sums, no saturation.
-  if (is_conv && src == DType::kUInt8 && depthwise) {
-    return WeightRounding::kNone;
-  }
   return WeightRounding::kRuntimeHalved;
 }
 

@@ -111,14 +111,14 @@ const char* WeightRoundingName(WeightRounding r);
 /*!
  * \brief The weight rounding of an int8 conv/matmul node whose primitive runs `impl` with
  *        source dtype `src` and int8 weights whose largest |w0| + |w1| over neighbouring pairs
- *        along the reduction axis is `max_pair_sum` (`depthwise`:
- *        one input and one output channel per group):
+ *        along the reduction axis is `max_pair_sum`:
  *        none for reference kernels; oneDNN halves s8-source conv weights in its jit kernels on
  *        non-VNNI ISAs; otherwise the runtime halves when the guard is active and some
- *        pair sum > 128 (255 * 128 fits s16), except for u8 depthwise convs (no pair sums).
+ *        pair sum > 128 (255 * 128 fits s16). Depthwise convs reduce over one channel per
+ *        group, so their "pairs" are single weights and never need halving.
  */
 WeightRounding ChooseWeightRounding(const Node& node, DType src, const std::string& impl,
-                                    int max_pair_sum, bool depthwise);
+                                    int max_pair_sum);
 /*!
  * \brief Largest |w[.., 2k, ..]| + |w[.., 2k + 1, ..]| of int8 `data` with `shape`, pairing
  *        along `axis` (a lone last element of an odd axis counts alone).

@@ -256,10 +256,7 @@ class Planner {
     const int8_t* data = static_cast<const int8_t*>(plan_->const_ptrs[v.buf.index]);
     bool is_conv = node.spec->base == BaseOp::kConv2d;
     int max_pair_sum = MaxPairSum(data, wshape, is_conv ? 1 : wshape.size() - 2);
-    bool depthwise = is_conv && node.attrs.groups > 1 &&
-                     wshape[0] == node.attrs.groups && wshape[1] == 1;
-    *rounding =
-        ChooseWeightRounding(node, g_.Info(node.inputs[0]).dtype, impl, max_pair_sum, depthwise);
+    *rounding = ChooseWeightRounding(node, g_.Info(node.inputs[0]).dtype, impl, max_pair_sum);
     if (*rounding != WeightRounding::kRuntimeHalved) return Operand(w_vid, want, n, "weight");
     BufRef half = AddOwnedConst(count);
     HalveInt8Weights(static_cast<const int8_t*>(plan_->const_ptrs[v.buf.index]),

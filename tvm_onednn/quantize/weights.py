@@ -86,7 +86,9 @@ def has_int8_dot_product() -> bool:
     return any(flag in flags for flag in _DOT_PRODUCT_FLAGS)
 
 
-def weight_encoding(src_dtype: str, kind: str = "conv2d", depthwise: bool = False) -> WeightEncoding:
+def weight_encoding(
+    src_dtype: str, kind: str = "conv2d", depthwise: bool = False
+) -> WeightEncoding:
     """The encoding oneDNN computes exactly for a ``kind`` layer reading ``src_dtype`` data."""
     if has_int8_dot_product():
         return FULL_8BIT
@@ -124,10 +126,9 @@ def quantize_weight(
     if encoding.pair_limit is not None:
         if reduce_axis is None:
             raise ValueError("a pair-bounded encoding needs the reduction axis")
-        sums = _pair_sums(np.abs(weight), reduce_axis)
-        keep = [d for d in range(weight.ndim) if d == axis and shape]
-        pair_max = sums.max(axis=tuple(d for d in range(sums.ndim) if d not in keep))
-        pair_max = pair_max.reshape(scales.shape).astype(np.float32)
+        per_scale = (axis,) if granularity == "channel-wise" else ()
+        others = tuple(d for d in range(weight.ndim) if d not in per_scale)
+        pair_max = _pair_sums(np.abs(weight), reduce_axis).max(axis=others).astype(np.float32)
         scales = np.where(pair_max > 0, np.maximum(scales, pair_max / encoding.pair_limit), scales)
     real = weight / scales.reshape(shape)
     levels = np.clip(np.round(real), -encoding.levels, encoding.levels)
