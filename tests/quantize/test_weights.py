@@ -83,8 +83,17 @@ def test_pair_bounded_encoding(shape, axis, reduce_axis, granularity):
     error = np.abs(w_q - real)
     assert error.max() <= 1.0 and (error > 0.5 + 1e-4).mean() < 0.01  # few rounded down
     # Finer than 7 bits: every scale is below the 7-bit one (max|w| / 63).
-    w7, s7 = quantize_weight(w, axis, granularity, WeightEncoding(63))
+    _, s7 = quantize_weight(w, axis, granularity, WeightEncoding(63))
     assert np.all(scales < s7)
+
+
+def test_pair_bounded_depthwise_weights_keep_all_8_bits():
+    """One input channel per group: no pairs, so the encoding is full 8-bit."""
+    w = RNG.standard_normal((16, 1, 3, 3)).astype("float32")
+    w_q, scales = quantize_weight(w, 0, encoding=PAIR_BOUNDED, reduce_axis=1)
+    w8, s8 = quantize_weight(w, 0, encoding=FULL_8BIT)
+    np.testing.assert_array_equal(w_q, w8)
+    np.testing.assert_array_equal(scales, s8)
 
 
 def test_pair_bounded_scale_is_the_pair_sum_or_max():
@@ -119,9 +128,8 @@ def test_cpu_flags_decide_the_encoding(monkeypatch):
         assert detect() is expected
     monkeypatch.setattr(weights, "has_int8_dot_product", lambda: False)
     encoding = weights.weight_encoding
-    assert encoding("int8") == encoding("int8", "conv2d", depthwise=True) == HALVED_EXACT
+    assert encoding("int8") == HALVED_EXACT
     assert encoding("uint8") == encoding("uint8", "matmul") == encoding("int8", "matmul")
     assert encoding("uint8") == PAIR_BOUNDED
-    assert encoding("uint8", "conv2d", depthwise=True) == FULL_8BIT
     monkeypatch.setattr(weights, "has_int8_dot_product", lambda: True)
     assert encoding("int8") == encoding("uint8") == encoding("uint8", "matmul") == FULL_8BIT

@@ -152,8 +152,7 @@ class _Realizer(CompositeInliner):
         conv = site.layer.kind == "conv2d"
         axis, reduce_axis = (0, 1) if conv else (weight.ndim - 1, weight.ndim - 2)
         src_dtype = self.tensors[self.plan.range_of[site.data]].dtype
-        depthwise = conv and weight.shape[1] == 1 and int(site.annotated["root"].attrs.groups) > 1
-        encoding = weight_encoding(src_dtype, site.layer.kind, depthwise)
+        encoding = weight_encoding(src_dtype, site.layer.kind)
         w_q, scales = quantize_weight(weight, axis, self.granularity, encoding, reduce_axis)
         return self.emit(
             relax.op.dequantize(relax.const(w_q), relax.const(scales), _zero("int8"), axis=axis)

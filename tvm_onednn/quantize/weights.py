@@ -11,9 +11,9 @@ by u8 data (up to 255) and summed in s16, which saturates unless ``|w_a| + |w_b|
 For s8-source convolutions oneDNN also *halves the weights* (``scale_adjust = 0.5``,
 oneDNN's "Nuances of int8 computations"), rounding odd values. So on such CPUs:
 
-* u8-source depthwise convs: full 8 bits (their kernels widen before multiplying);
-* other u8-source convs and all matmuls (gemm shifts s8 data to u8): 8-bit weights whose
-  neighbouring pairs sum to at most 128 in magnitude (``PAIR_BOUNDED``);
+* u8-source convs and all matmuls (gemm shifts s8 data to u8): 8-bit weights whose
+  neighbouring pairs sum to at most 128 in magnitude (``PAIR_BOUNDED``); a depthwise conv
+  sums over one channel per group, so it has no pairs and keeps all 8 bits;
 * s8-source convs: even ``w_q`` with ``|w_q| <= 126`` (halving is exact: 7 bits).
 
 The runtime's saturation guard (``src/int8_attrs.h``) checks the same pair bound and leaves
@@ -86,17 +86,13 @@ def has_int8_dot_product() -> bool:
     return any(flag in flags for flag in _DOT_PRODUCT_FLAGS)
 
 
-def weight_encoding(
-    src_dtype: str, kind: str = "conv2d", depthwise: bool = False
-) -> WeightEncoding:
+def weight_encoding(src_dtype: str, kind: str = "conv2d") -> WeightEncoding:
     """The encoding oneDNN computes exactly for a ``kind`` layer reading ``src_dtype`` data."""
     if has_int8_dot_product():
         return FULL_8BIT
     if kind == "conv2d" and src_dtype == "int8":
         return HALVED_EXACT
-    if kind == "conv2d" and depthwise:
-        return FULL_8BIT
-    return PAIR_BOUNDED
+    return PAIR_BOUNDED  # a depthwise conv sums over one channel: no pairs, full 8 bits
 
 
 def quantize_weight(
