@@ -34,32 +34,21 @@ class Ctx {
   std::string prefix_;
 };
 
-std::string TypeName(const Any& v) {
-  if (v == nullptr) return "null";
-  if (v.as<bool>().has_value()) return "bool";
-  if (v.as<int64_t>().has_value()) return "int";
-  if (v.as<double>().has_value()) return "float";
-  if (v.as<String>().has_value()) return "string";
-  if (v.as<json::Array>().has_value()) return "array";
-  if (v.as<json::Object>().has_value()) return "object";
-  return v.GetTypeKey();
-}
-
 json::Object AsObject(const Any& v, const Ctx& ctx, const std::string& what) {
   auto o = v.as<json::Object>();
-  if (!o.has_value()) ctx.Fail(what + " must be a JSON object, got " + TypeName(v));
+  if (!o.has_value()) ctx.Fail(what + " must be a JSON object, got " + JsonTypeName(v));
   return *o;
 }
 
 json::Array AsArray(const Any& v, const Ctx& ctx, const std::string& what) {
   auto a = v.as<json::Array>();
-  if (!a.has_value()) ctx.Fail(what + " must be a JSON array, got " + TypeName(v));
+  if (!a.has_value()) ctx.Fail(what + " must be a JSON array, got " + JsonTypeName(v));
   return *a;
 }
 
 std::string AsString(const Any& v, const Ctx& ctx, const std::string& what) {
   auto s = v.as<String>();
-  if (!s.has_value()) ctx.Fail(what + " must be a string, got " + TypeName(v));
+  if (!s.has_value()) ctx.Fail(what + " must be a string, got " + JsonTypeName(v));
   return std::string(*s);
 }
 
@@ -71,7 +60,7 @@ int64_t AsInt(const Any& v, const Ctx& ctx, const std::string& what) {
   if (d.has_value() && std::floor(*d) == *d && std::fabs(*d) < 9e15) {
     return static_cast<int64_t>(*d);
   }
-  ctx.Fail(what + " must be an integer, got " + TypeName(v));
+  ctx.Fail(what + " must be an integer, got " + JsonTypeName(v));
 }
 
 double AsNumber(const Any& v, const Ctx& ctx, const std::string& what) {
@@ -80,7 +69,7 @@ double AsNumber(const Any& v, const Ctx& ctx, const std::string& what) {
   if (i.has_value()) return static_cast<double>(*i);
   auto d = v.as<double>();
   if (d.has_value()) return *d;
-  ctx.Fail(what + " must be a number, got " + TypeName(v));
+  ctx.Fail(what + " must be a number, got " + JsonTypeName(v));
 }
 
 bool AsBool(const Any& v, const Ctx& ctx, const std::string& what) {
@@ -88,7 +77,7 @@ bool AsBool(const Any& v, const Ctx& ctx, const std::string& what) {
   if (b.has_value()) return *b;
   auto i = v.as<int64_t>();
   if (i.has_value() && (*i == 0 || *i == 1)) return *i == 1;
-  ctx.Fail(what + " must be a bool, got " + TypeName(v));
+  ctx.Fail(what + " must be a bool, got " + JsonTypeName(v));
 }
 
 std::optional<Any> Field(const json::Object& obj, const char* key) {
@@ -452,6 +441,17 @@ void ValidateNodeShapes(const Graph& g, const Node& node, const Ctx& ctx) {
 }
 
 }  // namespace
+
+std::string JsonTypeName(const Any& v) {
+  if (v == nullptr) return "null";
+  if (v.as<bool>().has_value()) return "bool";
+  if (v.as<int64_t>().has_value()) return "int";
+  if (v.as<double>().has_value()) return "float";
+  if (v.as<String>().has_value()) return "string";
+  if (v.as<json::Array>().has_value()) return "array";
+  if (v.as<json::Object>().has_value()) return "object";
+  return v.GetTypeKey();
+}
 
 int64_t PoolOutSize(int64_t in, int64_t k, int64_t stride, int64_t pad_l, int64_t pad_r,
                     int64_t dilation, bool ceil_mode) {

@@ -5,6 +5,8 @@
 #ifndef TVM_ONEDNN_GRAPH_H_
 #define TVM_ONEDNN_GRAPH_H_
 
+#include <tvm/ffi/any.h>
+
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -19,6 +21,9 @@ namespace tvm_onednn {
 constexpr int64_t kSubgraphFormatVersion = 1;
 /*! \brief Value of the "format" field. */
 constexpr const char* kSubgraphFormatName = "tvm_onednn.subgraph";
+
+/*! \brief The JSON kind of a parsed value ("null", "bool", "int", "string", "array"...). */
+std::string JsonTypeName(const tvm::ffi::Any& v);
 
 enum class RefKind : uint8_t { kInput, kConst, kNode };
 

@@ -32,17 +32,6 @@ constexpr const char* kResZp = "residual_zero_point";
 constexpr const char* kDstScale = "dst_scale";
 constexpr const char* kDstZp = "dst_zero_point";
 
-std::string KindOf(const Any& v) {
-  if (v == nullptr) return "null";
-  if (v.as<bool>().has_value()) return "bool";
-  if (v.as<int64_t>().has_value()) return "int";
-  if (v.as<double>().has_value()) return "float";
-  if (v.as<String>().has_value()) return "string";
-  if (v.as<json::Array>().has_value()) return "array";
-  if (v.as<json::Object>().has_value()) return "object";
-  return v.GetTypeKey();
-}
-
 std::string Num(double v) {
   std::ostringstream os;
   os << v;
@@ -59,7 +48,7 @@ float ParseScale(const Any& v, const std::string& what, const QuantFail& fail) {
   } else if (auto f = v.as<double>()) {
     d = *f;
   } else {
-    fail(what + " must be a number, got " + KindOf(v));
+    fail(what + " must be a number, got " + JsonTypeName(v));
   }
   if (!(d > 0) || !std::isfinite(d)) {
     fail(what + " must be a positive finite float32, got " + Num(d));
@@ -80,7 +69,7 @@ void CheckZeroPoint(const Any& v, const std::string& what, const QuantFail& fail
                                       std::fabs(*f) < 1e9) {
     zp = static_cast<int64_t>(*f);
   } else {
-    fail(what + " must be an integer, got " + KindOf(v));
+    fail(what + " must be an integer, got " + JsonTypeName(v));
   }
   if (zp != 0) {
     fail(what + " is " + std::to_string(zp) +
@@ -126,7 +115,7 @@ QuantParams ParseQuant(const OpSpec& spec, const Any* quant, const QuantFail& fa
     fail("is missing required field \"quant\" (an int8 op needs its scales)");
   }
   auto obj = quant->as<json::Object>();
-  if (!obj.has_value()) fail("\"quant\" must be a JSON object, got " + KindOf(*quant));
+  if (!obj.has_value()) fail("\"quant\" must be a JSON object, got " + JsonTypeName(*quant));
   std::vector<const char*> allowed = AllowedKeys(spec);
   for (const auto& kv : *obj) {
     std::string key(kv.first.cast<String>());
@@ -156,7 +145,7 @@ QuantParams ParseQuant(const OpSpec& spec, const Any* quant, const QuantFail& fa
   q.dst_scale = scale(kDstScale);
   if (auto v = get(kWeightScales)) {
     auto arr = v->as<json::Array>();
-    if (!arr.has_value()) fail("quant.weight_scales must be a JSON array, got " + KindOf(*v));
+    if (!arr.has_value()) fail("quant.weight_scales must be a JSON array, got " + JsonTypeName(*v));
     if (arr->size() == 0) fail("quant.weight_scales must not be empty");
     for (size_t i = 0; i < arr->size(); ++i) {
       q.weight_scales.push_back(

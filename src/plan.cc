@@ -243,6 +243,35 @@ class Planner {
   }
 
   /*!
+   * \brief Bind what conv and matmul node n share after its source: weights (`weight_role` in
+   *        errors; int8 ones through QuantWeights), bias, a binary-add residual and the int8
+   *        scales. Returns how the weights are rounded.
+   */
+  template <typename PrimitiveDesc>
+  WeightRounding BindWeightsAndPostOps(int n, const PrimitiveDesc& pd, const PostOps& post,
+                                       const char* weight_role, std::vector<ArgBinding>* args) {
+    const Node& node = g_.nodes[n];
+    const OpSpec& spec = *node.spec;
+    WeightRounding rounding = WeightRounding::kNone;
+    BufRef weights = spec.quantized
+                         ? QuantWeights(n, pd.weights_desc(), ImplName(pd), &rounding)
+                         : Operand(g_.ValueId(node.inputs[1]), pd.weights_desc(), n, weight_role);
+    args->push_back({DNNL_ARG_WEIGHTS, weights, pd.weights_desc()});
+    if (spec.has_bias) {
+      BufRef bias = Operand(g_.ValueId(node.inputs[spec.BiasIndex()]), pd.bias_desc(), n, "bias");
+      args->push_back({DNNL_ARG_BIAS, bias, pd.bias_desc()});
+    }
+    if (post.residual == ResidualMode::kBinary) {
+      const ValueRef& r = node.inputs[spec.ResidualIndex()];
+      BufRef residual = Operand(g_.ValueId(r), post.residual_md, n, "residual");
+      args->push_back({DNNL_ARG_ATTR_MULTIPLE_POST_OP(post.ResidualPostOpIndex()) | DNNL_ARG_SRC_1,
+                       residual, post.residual_md});
+    }
+    BindScales(n, rounding == WeightRounding::kRuntimeHalved ? 2.f : 1.f, args);
+    return rounding;
+  }
+
+  /*!
    * \brief The packed int8 weights of conv/matmul node n in layout `want`; halved once here
    *        when the saturation guard asks for it (int8_attrs.h).
    */
@@ -493,27 +522,9 @@ class Planner {
     }
     if (!pd) pd = MakeConvPd(node, dims, src_md, any_w, dst_md, post);
     if (!pd) Fail(n, "oneDNN has no convolution implementation for the chosen layouts");
-    WeightRounding rounding = WeightRounding::kNone;
     std::vector<ArgBinding> args;
     args.push_back({DNNL_ARG_SRC, Operand(data_vid, pd->src_desc(), n, "data"), pd->src_desc()});
-    BufRef weights = spec.quantized
-                         ? QuantWeights(n, pd->weights_desc(), ImplName(*pd), &rounding)
-                         : Operand(g_.ValueId(node.inputs[1]), pd->weights_desc(), n, "weight");
-    args.push_back({DNNL_ARG_WEIGHTS, weights, pd->weights_desc()});
-    if (spec.has_bias) {
-      args.push_back({DNNL_ARG_BIAS,
-                      Operand(g_.ValueId(node.inputs[spec.BiasIndex()]), pd->bias_desc(), n,
-                              "bias"),
-                      pd->bias_desc()});
-    }
-    if (post.residual == ResidualMode::kBinary) {
-      const ValueRef& r = node.inputs[spec.ResidualIndex()];
-      BufRef residual_buf = Operand(g_.ValueId(r), post.residual_md, n, "residual");
-      args.push_back(
-          {DNNL_ARG_ATTR_MULTIPLE_POST_OP(post.ResidualPostOpIndex()) | DNNL_ARG_SRC_1,
-           residual_buf, post.residual_md});
-    }
-    BindScales(n, rounding == WeightRounding::kRuntimeHalved ? 2.f : 1.f, &args);
+    WeightRounding rounding = BindWeightsAndPostOps(n, *pd, post, "weight", &args);
     if (!have_dst) dst = DstBuffer(n, pd->dst_desc(), direct);
     args.push_back({DNNL_ARG_DST, dst, pd->dst_desc()});
     FinishNode(n, *pd, dnnl::convolution_forward(*pd), std::move(args), pd->dst_desc(), dst,
@@ -529,7 +540,6 @@ class Planner {
     dt dt_w = ToDnnl(g_.Info(node.inputs[1]).dtype);
     dt dt_dst = ToDnnl(node.out.dtype);
     int out_vid = g_.ValueId({RefKind::kNode, n});
-    int b_vid = g_.ValueId(node.inputs[1]);
     bool b_const = node.inputs[1].kind == RefKind::kConst;
     MemDesc src_md = PlainLike(MemDesc(dims.src, dt_src, tag::any));
     MemDesc w_md = b_const ? MemDesc(dims.weights, dt_w, tag::any)
@@ -562,25 +572,10 @@ class Planner {
     }
     auto pd = MakeMatmulPd(node, dims, src_md, w_md, dst_md, post);
     if (!pd) Fail(n, "oneDNN has no matmul implementation for these shapes");
-    WeightRounding rounding = WeightRounding::kNone;
     std::vector<ArgBinding> args;
     args.push_back({DNNL_ARG_SRC, Operand(g_.ValueId(node.inputs[0]), pd->src_desc(), n, "a"),
                     pd->src_desc()});
-    BufRef weights = spec.quantized ? QuantWeights(n, pd->weights_desc(), ImplName(*pd), &rounding)
-                                    : Operand(b_vid, pd->weights_desc(), n, "b");
-    args.push_back({DNNL_ARG_WEIGHTS, weights, pd->weights_desc()});
-    if (spec.has_bias) {
-      args.push_back({DNNL_ARG_BIAS,
-                      Operand(g_.ValueId(node.inputs[spec.BiasIndex()]), pd->bias_desc(), n,
-                              "bias"),
-                      pd->bias_desc()});
-    }
-    if (post.residual == ResidualMode::kBinary) {
-      const ValueRef& r = node.inputs[spec.ResidualIndex()];
-      args.push_back({DNNL_ARG_ATTR_MULTIPLE_POST_OP(post.ResidualPostOpIndex()) | DNNL_ARG_SRC_1,
-                      Operand(g_.ValueId(r), post.residual_md, n, "residual"), post.residual_md});
-    }
-    BindScales(n, rounding == WeightRounding::kRuntimeHalved ? 2.f : 1.f, &args);
+    WeightRounding rounding = BindWeightsAndPostOps(n, *pd, post, "b", &args);
     MemDesc value_md = PlainDesc(node.out.shape, node.out.dtype);
     if (!have_dst) dst = DstBuffer(n, value_md, direct);
     args.push_back({DNNL_ARG_DST, dst, pd->dst_desc()});
