@@ -38,10 +38,12 @@ class Subgraph:
         return ["input", len(self.inputs) - 1]
 
     def const(self, value):
-        value = np.ascontiguousarray(value, dtype="float32")
+        return self._add_const(np.ascontiguousarray(value, dtype="float32"))
+
+    def _add_const(self, value):
         idx = len(self.constants)
         self.constants.append({"name": f"{self.symbol}_onednn_const_{idx}",
-                               "shape": list(value.shape), "dtype": "float32"})
+                               "shape": list(value.shape), "dtype": str(value.dtype)})
         self.const_values.append(value)
         return ["const", idx]
 
@@ -67,12 +69,13 @@ class Subgraph:
             init_region(mod, self.symbol, self.const_values)
         return mod
 
+    def info(self, ref):
+        """The declaration of a referenced input, constant or node."""
+        kind, idx = ref
+        return {"input": self.inputs, "const": self.constants, "node": self.nodes}[kind][idx]
+
     def output_shapes(self):
-        shapes = []
-        for kind, idx in self.outputs:
-            table = {"input": self.inputs, "const": self.constants, "node": self.nodes}[kind]
-            shapes.append(tuple(table[idx]["shape"]))
-        return shapes
+        return [tuple(self.info(ref)["shape"]) for ref in self.outputs]
 
 
 def init_region(mod, symbol, const_values):

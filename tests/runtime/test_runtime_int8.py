@@ -25,7 +25,7 @@ import pytest
 import tvm
 
 from numpy_ref import activation, conv2d, global_avg_pool2d, pool2d
-from runtime_utils import ACT_ATTRS, ACTIVATIONS, kernel_info, stats
+from runtime_utils import ACT_ATTRS, ACTIVATIONS, Subgraph, kernel_info, stats
 from tvm_onednn import _ffi_api
 
 LIMITS = {"uint8": (0, 255), "int8": (-128, 127)}
@@ -40,51 +40,22 @@ def vnni() -> bool:
 # ---------------------------------------------------------------- building and running
 
 
-class QGraph:
-    """One region document with int8 values; references are ["input"|"const"|"node", i]."""
+class QGraph(Subgraph):
+    """One region document with int8 values: constants keep their dtype, nodes carry quant."""
 
     def __init__(self, symbol="q_0"):
-        self.symbol = symbol
-        self.inputs, self.constants, self.nodes, self.outputs = [], [], [], []
-        self.const_values = []
-
-    def input(self, shape, dtype="float32"):
-        self.inputs.append({"shape": list(shape), "dtype": dtype})
-        return ["input", len(self.inputs) - 1]
+        super().__init__(symbol)
 
     def const(self, value):
-        value = np.ascontiguousarray(value)
-        idx = len(self.constants)
-        self.constants.append({"name": f"{self.symbol}_onednn_const_{idx}",
-                               "shape": list(value.shape), "dtype": str(value.dtype)})
-        self.const_values.append(value)
-        return ["const", idx]
+        return self._add_const(np.ascontiguousarray(value))
 
     def node(self, op, inputs, shape, dtype, quant, **attrs):
         if quant:  # the runtime reads scales as float32: write float32 values (in place:
             for k, v in quant.items():  # callers set dst_scale later through their dict)
                 quant[k] = f32(v)
-        self.nodes.append({"op": op, "inputs": [list(r) for r in inputs], "attrs": attrs,
-                           "quant": quant, "shape": list(shape), "dtype": dtype})
-        return ["node", len(self.nodes) - 1]
-
-    def output(self, *refs):
-        self.outputs.extend(list(r) for r in refs)
-
-    def doc(self):
-        return {"format": "tvm_onednn.subgraph", "version": 1, "symbol": self.symbol,
-                "inputs": self.inputs, "constants": self.constants, "nodes": self.nodes,
-                "outputs": self.outputs}
-
-    def info(self, ref):
-        kind, idx = ref
-        return {"input": self.inputs, "const": self.constants, "node": self.nodes}[kind][idx]
-
-    def build(self):
-        mod = _ffi_api.create_module(json.dumps(self.doc()))
-        tensors = [tvm.runtime.tensor(v) for v in self.const_values]
-        assert mod["__init_" + self.symbol](tensors) == 0
-        return mod
+        ref = super().node(op, inputs, shape, dtype, **attrs)
+        self.nodes[-1]["quant"] = quant
+        return ref
 
     def run(self, mod, inputs):
         args = []
