@@ -60,18 +60,23 @@ class TvmSystem(System):
     def settings(self) -> dict[str, Any]:
         return {"target": self.target, "relax_pipeline": self.pipeline}
 
+    def module(self, workload: Workload) -> Any:
+        """The Relax IRModule to compile: the model imported with static input shapes."""
+        from tvm.relax.frontend.onnx import from_onnx
+
+        shapes = {name: list(x.shape) for name, x in workload.inputs.items()}
+        return from_onnx(workload.model, shape_dict=shapes, keep_params_in_input=False)
+
     def build(self, workload: Workload, threads: int) -> Runner:
         import tvm
         from tvm import relax
-        from tvm.relax.frontend.onnx import from_onnx
 
         if self.pipeline == "onednn":
             import tvm_onednn
 
             tvm_onednn.set_num_threads(threads)  # oneDNN's OpenMP and TVM's pool
         # TVM's own pool is sized by TVM_NUM_THREADS (see prepare_process).
-        shapes = {name: list(x.shape) for name, x in workload.inputs.items()}
-        mod = from_onnx(workload.model, shape_dict=shapes, keep_params_in_input=False)
+        mod = self.module(workload)
         executable = tvm.compile(mod, tvm.target.Target(self.target), relax_pipeline=self.pipeline)
         vm = relax.VirtualMachine(executable, tvm.cpu())
         main = vm["main"]
