@@ -190,15 +190,22 @@ def _why_not_operands(call: relax.Call) -> str | None:
     return None
 
 
-def why_not_conv2d(call: relax.Call) -> str | None:
-    """Why the runtime cannot run this conv2d call, or None."""
-    attrs = call.attrs
+def why_not_conv2d_layout(attrs) -> str | None:
+    """Why the runtime cannot take a conv2d with these layouts / out_dtype, or None."""
     if attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW":
         return "runtime takes NCHW data with OIHW weights"
     if attrs.out_layout not in ("", "NCHW"):
         return "runtime writes NCHW outputs"
     if attrs.out_dtype not in ("", None) and str(attrs.out_dtype) not in ("", "void", "float32"):
         return f"out_dtype {attrs.out_dtype} is not supported"
+    return None
+
+
+def why_not_conv2d(call: relax.Call) -> str | None:
+    """Why the runtime cannot run this conv2d call, or None."""
+    reason = why_not_conv2d_layout(call.attrs)
+    if reason:
+        return reason
     if not ru.is_constant(call.args[1]):
         return "conv weights are packed once at init, so they must be constants"
     return _why_not_operands(call)

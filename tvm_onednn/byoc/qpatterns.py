@@ -41,6 +41,7 @@ from .patterns import (
     _why_not_bias,
     chain_specs,
     make_check,
+    why_not_conv2d_layout,
     why_not_pool,
 )
 
@@ -233,14 +234,7 @@ def _why_not_weight(base: str, ann: dict, out_channels: int) -> str | None:
 
 
 def _why_not_qconv2d(call: relax.Call) -> str | None:
-    attrs = call.attrs
-    if attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW":
-        return "runtime takes NCHW data with OIHW weights"
-    if attrs.out_layout not in ("", "NCHW"):
-        return "runtime writes NCHW outputs"
-    if attrs.out_dtype not in ("", None) and str(attrs.out_dtype) not in ("", "void", "float32"):
-        return f"out_dtype {attrs.out_dtype} is not supported"
-    return None
+    return why_not_conv2d_layout(call.attrs)
 
 
 def _why_not_qmatmul(call: relax.Call) -> str | None:
