@@ -15,7 +15,7 @@ import tvm_ffi
 from tvm import relax
 
 from .. import relax_utils as ru
-from .patterns import annotation_map, chain_specs
+from .patterns import chain_specs, composite_annotations
 from .qpatterns import is_quantized_composite
 
 FORMAT = "tvm_onednn.subgraph"
@@ -138,13 +138,9 @@ class _RegionWriter:
             from .qcodegen import quantized_node  # qcodegen imports this module
 
             return quantized_node(op, composite, call, self._ref)
-        pattern, annotations = annotation_map()[op]
-        var2val = relax.analysis.get_var2val(composite)
-        out = composite.body.body
-        matched = pattern.extract_matched_expr(var2val.get(out, out), var2val)
-        if matched is None:
+        annotated = composite_annotations(composite)
+        if annotated is None:
             raise CodegenError(f"{self.symbol}: composite {op} does not match its own pattern")
-        annotated = {name: matched[p] for name, p in annotations.items() if p in matched}
         param_refs = {p: self._ref(a) for p, a in zip(composite.params, call.args)}
 
         def operand(expr: relax.Expr) -> list:

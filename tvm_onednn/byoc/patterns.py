@@ -344,8 +344,21 @@ def register() -> None:
     register_patterns(list(reversed(pattern_table())))
 
 
+@functools.cache
 def annotation_map() -> Mapping[str, tuple[DFPattern, dict[str, DFPattern]]]:
     """Pattern and annotations by composite name (used by codegen to re-read a composite)."""
     table = {s.name: make_chain_pattern(s) for s in chain_specs()}
     table.update({f"{BACKEND}.{p}": make_pool_pattern(p) for p in POOLS})
     return table
+
+
+def composite_annotations(func: relax.Function) -> dict[str, relax.Expr] | None:
+    """The annotated expressions (root, lhs, rhs, ...) of a float32 composite function, or
+    None when its body does not match the pattern its ``Composite`` name stands for."""
+    pattern, annotations = annotation_map()[str(func.attrs["Composite"])]
+    var2val = relax.analysis.get_var2val(func)
+    out = func.body.body
+    matched = pattern.extract_matched_expr(var2val.get(out, out), var2val)
+    if matched is None:
+        return None
+    return {name: matched[p] for name, p in annotations.items() if p in matched}

@@ -27,7 +27,6 @@ named after its first quantized user.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -37,7 +36,7 @@ from tvm import relax
 
 from .. import relax_utils as ru
 from ..byoc.partition import prepare_for_onednn
-from ..byoc.patterns import POOLS, WHY_NOT, annotation_map, chain_specs, pattern_table
+from ..byoc.patterns import POOLS, WHY_NOT, chain_specs, composite_annotations, pattern_table
 from .inline import composite_of
 
 __all__ = [
@@ -170,20 +169,11 @@ def group_chains(prepared: tvm.IRModule) -> tvm.IRModule:
     )(prepared)
 
 
-@functools.cache
-def _annotation_map() -> dict:
-    return dict(annotation_map())
-
-
 def _annotations(func: relax.Function) -> dict:
-    name = str(func.attrs["Composite"])
-    pattern, annotations = _annotation_map()[name]
-    var2val = relax.analysis.get_var2val(func)
-    out = func.body.body
-    matched = pattern.extract_matched_expr(var2val.get(out, out), var2val)
-    if matched is None:
-        raise RuntimeError(f"composite {name} does not match its own pattern")
-    return {n: matched[p] for n, p in annotations.items() if p in matched}
+    annotated = composite_annotations(func)
+    if annotated is None:
+        raise RuntimeError(f"composite {func.attrs['Composite']} does not match its own pattern")
+    return annotated
 
 
 def _kind_of(composite: str) -> str:
