@@ -21,7 +21,7 @@ import numpy as np
 from bench_fp32 import MODELS
 from cli import add_common_arguments, prepare, run_all
 from harness import Runner, System, Workload, parse_list
-from systems import OpenVinoSystem, TvmSystem
+from systems import OpenVinoSystem, TvmSystem, ort_session
 
 
 @functools.cache
@@ -76,7 +76,6 @@ class OnnxRuntimeInt8System(System):
                 "calib_batches": self.calib_batches}  # fmt: skip
 
     def build(self, workload: Workload, threads: int) -> Runner:
-        import onnxruntime as ort
         from onnxruntime import quantization as q
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -99,12 +98,7 @@ class OnnxRuntimeInt8System(System):
                 activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
                 calibrate_method=q.CalibrationMethod.MinMax,
             )  # fmt: skip
-            options = ort.SessionOptions()
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-            session = ort.InferenceSession(str(dst), options, providers=["CPUExecutionProvider"])
+            session = ort_session(str(dst), threads)
         feeds = dict(workload.inputs)
         return lambda: session.run(None, feeds)[0]
 
@@ -117,34 +111,15 @@ class OpenVinoInt8System(OpenVinoSystem):
         super().__init__("openvino-int8", "LATENCY")
         self.calib_batches = calib_batches
 
-    def build(self, workload: Workload, threads: int) -> Runner:
-        import io
-
+    def model(self, workload: Workload) -> tuple[Any, dict[str, Any]]:
+        """The converted model quantized by ``nncf.quantize`` on the calibration set."""
         import nncf
-        import openvino as ov
 
-        model = ov.convert_model(io.BytesIO(workload.model.SerializeToString()))
+        model, _ = super().model(workload)
         calib = calibration_batches(workload, self.calib_batches)
         dataset = nncf.Dataset(calib, lambda item: list(item.values()))
         quantized = nncf.quantize(model, dataset, subset_size=len(calib))
-        config = {
-            "INFERENCE_PRECISION_HINT": "f32",  # the layers nncf left in float stay f32
-            "PERFORMANCE_HINT": self.hint,
-            "NUM_STREAMS": "1",
-            "INFERENCE_NUM_THREADS": str(threads),
-        }
-        compiled = ov.Core().compile_model(quantized, "CPU", config)
-        self._settings = {key: str(compiled.get_property(key)) for key in config} | {
-            "nncf_subset_size": len(calib), "calib_batches": self.calib_batches,
-        }  # fmt: skip
-        request = compiled.create_infer_request()
-        feeds = list(workload.inputs.values())
-
-        def run() -> np.ndarray:
-            request.infer(feeds, share_inputs=True)
-            return request.get_output_tensor(0).data.copy()
-
-        return run
+        return quantized, {"nncf_subset_size": len(calib), "calib_batches": self.calib_batches}
 
 
 SYSTEM_NAMES = ("tvm-onednn-int8", "tvm-onednn", "onnxruntime-int8", "openvino-int8")

@@ -89,6 +89,19 @@ class TvmSystem(System):
         return run
 
 
+def ort_session(model: bytes | str, threads: int) -> Any:
+    """An ONNX Runtime CPU session of ``model`` (bytes or a path): all graph optimizations,
+    sequential execution, ``threads`` intra-op threads."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
 class OnnxRuntimeSystem(System):
     """ONNX Runtime CPU provider, all graph optimizations, ``threads`` intra-op threads."""
 
@@ -101,16 +114,7 @@ class OnnxRuntimeSystem(System):
         return self._settings
 
     def build(self, workload: Workload, threads: int) -> Runner:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        session = ort.InferenceSession(
-            workload.model.SerializeToString(), options, providers=["CPUExecutionProvider"]
-        )
+        session = ort_session(workload.model.SerializeToString(), threads)
         self._settings = {
             "graph_optimization_level": "ORT_ENABLE_ALL",
             "intra_op_num_threads": threads,
@@ -136,12 +140,18 @@ class OpenVinoSystem(System):
     def settings(self) -> dict[str, Any]:
         return self._settings
 
+    def model(self, workload: Workload) -> tuple[Any, dict[str, Any]]:
+        """The OpenVINO model to compile, and settings to report beside the plugin's."""
+        import openvino as ov
+
+        return ov.convert_model(io.BytesIO(workload.model.SerializeToString())), {}
+
     def build(self, workload: Workload, threads: int) -> Runner:
         import openvino as ov
 
-        model = ov.convert_model(io.BytesIO(workload.model.SerializeToString()))
+        model, extra_settings = self.model(workload)
         config = {
-            "INFERENCE_PRECISION_HINT": "f32",
+            "INFERENCE_PRECISION_HINT": "f32",  # what stays float (or all of it) runs f32
             "PERFORMANCE_HINT": self.hint,
             "NUM_STREAMS": "1",
             "INFERENCE_NUM_THREADS": str(threads),
@@ -150,7 +160,7 @@ class OpenVinoSystem(System):
         self._settings = {
             key: _property_text(compiled.get_property(key))
             for key in (*config, "ENABLE_CPU_PINNING", "EXECUTION_MODE_HINT")
-        }
+        } | extra_settings
         request = compiled.create_infer_request()
         feeds = list(workload.inputs.values())
 
