@@ -1,6 +1,5 @@
 """s8 weight encodings: full 8-bit, and the bounded ones oneDNN computes exactly on AVX2."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -116,16 +115,15 @@ def test_qdq_module_uses_the_cpu_encoding(avx2_cpu):
     assert _pair_sums(const(w1.args[0]), 1).max() == 128
 
 
-def test_cpu_flags_decide_the_encoding(monkeypatch):
+def test_runtime_isa_decides_the_encoding(monkeypatch):
+    from tvm_onednn import _ffi_api
+
     detect = weights.has_int8_dot_product.__wrapped__
-    for flags, expected in [
-        ("fpu avx2 fma", False),
-        ("avx2 avx512_vnni", True),
-        ("avx2 avx_vnni", True),
-        ("amx_int8 avx2", True),
-    ]:
-        monkeypatch.setattr(Path, "read_text", lambda self, f=flags: f"flags\t\t: {f}\n")
-        assert detect() is expected
+    assert detect() == _ffi_api.get_int8_saturation_guard()["vnni"]
+    for vnni in (False, True):
+        info = {"mode": -1, "active": not vnni, "vnni": vnni}
+        monkeypatch.setattr(_ffi_api, "get_int8_saturation_guard", lambda info=info: info)
+        assert detect() is vnni
     monkeypatch.setattr(weights, "has_int8_dot_product", lambda: False)
     encoding = weights.weight_encoding
     assert encoding("int8") == HALVED_EXACT

@@ -25,7 +25,6 @@ from __future__ import annotations
 import functools
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -46,7 +45,6 @@ logger = logging.getLogger(__name__)
 
 Granularity = Literal["channel-wise", "tensor-wise"]
 GRANULARITIES = ("channel-wise", "tensor-wise")
-_DOT_PRODUCT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 
 
 @dataclass(frozen=True)
@@ -69,21 +67,14 @@ HALVED_EXACT = WeightEncoding(63, 2)
 
 @functools.cache
 def has_int8_dot_product() -> bool:
-    """Whether this CPU has VNNI or AMX int8 dot products (Linux ``/proc/cpuinfo``).
+    """Whether the ISA oneDNN runs on has VNNI or AMX int8 dot products.
 
-    When the flags cannot be read, the answer is False: the bounded encodings are exact
-    everywhere, unbounded 8-bit ones only with a dot-product instruction.
+    Asked of the runtime (``onednn.get_int8_saturation_guard``), so ``ONEDNN_MAX_CPU_ISA``
+    and the kernels oneDNN really picks decide, not the CPU's flags.
     """
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    flags = set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags.update(line.split(":", 1)[1].split())
-            break
-    return any(flag in flags for flag in _DOT_PRODUCT_FLAGS)
+    from .. import _ffi_api
+
+    return _ffi_api.get_int8_saturation_guard()["vnni"]
 
 
 def weight_encoding(src_dtype: str, kind: str = "conv2d") -> WeightEncoding:
