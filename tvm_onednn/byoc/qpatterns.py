@@ -34,6 +34,7 @@ from .. import relax_utils as ru
 from .patterns import (
     ACTIVATIONS,
     BACKEND,
+    HARDSWISH_PARTS,
     POOLS,
     ChainSpec,
     _leaks_intermediate,
@@ -149,6 +150,7 @@ def make_qchain_pattern(spec: QChainSpec) -> tuple[DFPattern, dict[str, DFPatter
     if chain.activation:
         out = ACTIVATIONS[chain.activation](out)
         annotations["activation"] = out
+        annotations.update(HARDSWISH_PARTS.pop(out, {}))
     if spec.requantize:
         out, dst_ann = _quantize("dst", out)
         annotations.update(dst_ann)
@@ -287,7 +289,7 @@ def _why_not_qchain(spec: QChainSpec, ctx: PatternCheckContext) -> str | None:
         if reason:
             return reason
     if spec.chain.activation:
-        reason = _why_not_activation(spec.chain.activation, ann["activation"])
+        reason = _why_not_activation(spec.chain.activation, ann)
         if reason:
             return reason
     if spec.requantize:
