@@ -3,13 +3,18 @@
 from .canonicalize_clip import CanonicalizeClip
 from .canonicalize_gelu import CanonicalizeGelu
 from .fold_batchnorm import FoldBatchNormIntoConv
+from .fold_constant_calls import FoldConstantCalls
 from .fold_constants_numpy import FoldConstantsWithNumpy
 from .rewrite_stack_sum import RewriteStackSum
+from .well_formed import IllFormedModuleError, WellFormedCheck
 
 __all__ = [
     "CanonicalizeClip",
     "CanonicalizeGelu",
     "FoldBatchNormIntoConv",
+    "FoldConstantCalls",
     "FoldConstantsWithNumpy",
+    "IllFormedModuleError",
     "RewriteStackSum",
+    "WellFormedCheck",
 ]

@@ -9,13 +9,14 @@ recognizes those element-wise kernels by their TIR body and rebuilds
 from __future__ import annotations
 
 import tvm
+import tvm_ffi
 from tvm import relax, tirx
 from tvm.ir.expr import TensorLoad
 from tvm.relax.dpl.pattern import is_const, is_op, wildcard
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from .. import relax_utils as ru
-from ._rewrite import rewrite_relax_functions
+from ._rewrite import as_call, bound_calls, matched_operand, rewrite_relax_functions
 
 _MAX_FLOAT = 3.4028234663852886e38
 
@@ -79,21 +80,46 @@ class _CallTIRToMinMax(PyExprMutator):
         return op(args.fields[0], args.fields[1])
 
 
+def _is_clip_of(expr: relax.Expr, x: relax.Expr, bounds: list[relax.Expr]) -> bool:
+    """Whether ``expr`` = min/max of ``x`` and ``bounds`` is an element-wise clip of ``x``.
+
+    The bounds must be single values, and ``expr`` of ``x``'s very type: a bound of higher
+    rank than ``x`` broadcasts it to a new shape, which ``clip`` would not. Float only:
+    ``clip``'s open bounds (+-FLT_MAX) do not fit an integer type.
+    """
+    if any(ru.scalar_value(b) is None for b in bounds):
+        return False
+    dtype = ru.dtype(x)
+    if dtype is None or not ("float" in dtype):
+        return False
+    return tvm_ffi.structural_equal(expr.ty, x.ty)
+
+
 def _fold_minmax_to_clip(func: relax.Function) -> relax.Function:
+    calls = bound_calls(func)
     x, lo, hi = wildcard(), is_const(), is_const()
-    clip = is_op("relax.minimum")(is_op("relax.maximum")(x, lo), hi)
     floor = is_op("relax.maximum")(x, lo)
+    clip = is_op("relax.minimum")(floor, hi)
     ceil = is_op("relax.minimum")(x, hi)
 
-    def to_clip(_, m):
-        return relax.op.clip(m[x], ru.scalar_value(m[lo]), ru.scalar_value(m[hi]))
+    def to_clip(expr, m):
+        data = matched_operand(as_call(m[floor], calls), m[lo])
+        if not _is_clip_of(expr, data, [m[lo], m[hi]]):
+            return expr
+        return relax.op.clip(data, ru.scalar_value(m[lo]), ru.scalar_value(m[hi]))
 
     def floor_to_relu_or_clip(expr, m):
+        data = matched_operand(as_call(expr, calls), m[lo])
+        if not _is_clip_of(expr, data, [m[lo]]):
+            return expr
         low = ru.scalar_value(m[lo])
-        return relax.op.nn.relu(m[x]) if low == 0.0 else relax.op.clip(m[x], low, _MAX_FLOAT)
+        return relax.op.nn.relu(data) if low == 0.0 else relax.op.clip(data, low, _MAX_FLOAT)
 
-    def ceil_to_clip(_, m):
-        return relax.op.clip(m[x], -_MAX_FLOAT, ru.scalar_value(m[hi]))
+    def ceil_to_clip(expr, m):
+        data = matched_operand(as_call(expr, calls), m[hi])
+        if not _is_clip_of(expr, data, [m[hi]]):
+            return expr
+        return relax.op.clip(data, -_MAX_FLOAT, ru.scalar_value(m[hi]))
 
     func = relax.dpl.rewrite_call(clip, to_clip, func)
     func = relax.dpl.rewrite_call(floor, floor_to_relu_or_clip, func)

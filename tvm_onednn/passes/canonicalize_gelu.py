@@ -9,11 +9,12 @@ from __future__ import annotations
 import math
 
 import tvm
+import tvm_ffi
 from tvm import relax
 from tvm.relax.dpl.pattern import DFPattern, is_const, is_op, wildcard
 
 from .. import relax_utils as ru
-from ._rewrite import rewrite_relax_functions
+from ._rewrite import as_call, bound_calls, matched_operand, rewrite_relax_functions
 
 
 def _commutative(op: str, a: DFPattern, b: DFPattern) -> DFPattern:
@@ -32,7 +33,7 @@ def _gelu_patterns():
         | _commutative("relax.multiply", x, _commutative("relax.multiply", one_plus_erf, half))
     )
     constants = {"inv_sqrt2": inv_sqrt2, "sqrt2": sqrt2, "one": one, "half": half}
-    return pattern, x, constants
+    return pattern, scaled, constants
 
 
 def _close(value: float | None, expected: float) -> bool:
@@ -40,19 +41,23 @@ def _close(value: float | None, expected: float) -> bool:
 
 
 def _rewrite(func: relax.Function) -> relax.Function:
-    pattern, x, c = _gelu_patterns()
+    pattern, scaled, c = _gelu_patterns()
+    calls = bound_calls(func)
 
     def rewrite(expr: relax.Expr, m) -> relax.Expr:
         scale_ok = (c["sqrt2"] in m and _close(ru.scalar_value(m[c["sqrt2"]]), math.sqrt(2))) or (
             c["inv_sqrt2"] in m and _close(ru.scalar_value(m[c["inv_sqrt2"]]), 1 / math.sqrt(2))
         )
+        scale = m[c["sqrt2"]] if c["sqrt2"] in m else m[c["inv_sqrt2"]]
+        x = matched_operand(as_call(m[scaled], calls), scale)
         if not (
-            scale_ok
+            tvm_ffi.structural_equal(expr.ty, x.ty)  # no constant broadcasts x
+            and scale_ok
             and _close(ru.scalar_value(m[c["one"]]), 1.0)
             and _close(ru.scalar_value(m[c["half"]]), 0.5)
         ):
             return expr
-        return relax.op.nn.gelu(m[x])
+        return relax.op.nn.gelu(x)
 
     return relax.dpl.rewrite_call(pattern, rewrite, func)
 
