@@ -54,3 +54,16 @@ def prim_value(expr) -> float | None:
     if isinstance(expr, (tvm.tirx.IntImm, tvm.tirx.FloatImm)):
         return float(expr.value)
     return None
+
+
+def extract_annotations(
+    func: relax.Function, pattern, annotations: dict
+) -> dict[str, relax.Expr] | None:
+    """Match ``pattern`` against the output of ``func`` (a composite function) and return
+    the expression each named sub-pattern matched, or None when it does not match."""
+    var2val = relax.analysis.get_var2val(func)
+    out = func.body.body
+    matched = pattern.extract_matched_expr(var2val.get(out, out), var2val)
+    if matched is None:
+        return None
+    return {name: matched[p] for name, p in annotations.items() if p in matched}

@@ -1,10 +1,11 @@
 """Partitioning: which chains form regions, region names, reasons for what stays with TVM."""
 
 import numpy as np
-from tvm import relax
+from tvm import relax, topi
 
 import tvm_onednn
 from tvm_onednn.byoc.partition import partition_for_onednn
+from tvm_onednn.testing import Runner, build
 
 from .builders import conv2d_module
 
@@ -124,3 +125,54 @@ def test_residual_add_fuses_with_residual_on_either_side():
     summary = tvm_onednn.offload_summary(bb.finalize())
     assert summary.composites == {"onednn.conv2d": 2, "onednn.conv2d_add": 1}, str(summary)
     assert summary.kept_ops == {}
+
+
+def _conv_pad_module():
+    """A conv whose input goes through a ``call_tir`` (as ONNX auto_pad SAME imports)."""
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType([1, 4, 8, 8], "float32"))
+    w = relax.const(np.random.default_rng(2).standard_normal((4, 4, 3, 3)).astype("float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            padded = bb.emit_te(topi.nn.pad, x, [0, 0, 1, 1], [0, 0, 1, 1], primfunc_name_hint="pad")
+            conv = bb.emit(relax.op.nn.conv2d(padded, w))
+            gv = bb.emit_output(relax.op.nn.relu(conv))
+        bb.emit_func_output(gv)
+    return bb.finalize()
+
+
+def test_partition_keeps_the_functions_main_calls():
+    mod = _conv_pad_module()
+    partitioned = partition_for_onednn(mod)
+    assert _regions(partitioned) == ["onednn_0"]
+    assert "pad" in [gv.name_hint for gv in partitioned.get_global_vars()]
+    relax.analysis.well_formed(partitioned)  # raises on a violation
+    x = np.random.default_rng(3).standard_normal((1, 4, 8, 8)).astype("float32")
+    expected = Runner(build(mod, "default"))(x)
+    np.testing.assert_allclose(Runner(build(mod))(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def _twin_blocks_module(blocks: int):
+    """``blocks`` identical conv+relu blocks separated by a TVM op (identical regions)."""
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType([1, 4, 8, 8], "float32"))
+    w = relax.const(np.random.default_rng(4).standard_normal((4, 4, 1, 1)).astype("float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            out = x
+            for _ in range(blocks):
+                out = bb.emit(relax.op.nn.relu(relax.op.nn.conv2d(out, w)))
+                out = bb.emit(relax.op.exp(relax.op.negative(out)))
+            gv = bb.emit_output(out)
+        bb.emit_func_output(gv)
+    return bb.finalize()
+
+
+def test_summary_counts_call_sites_of_shared_regions():
+    partitioned = partition_for_onednn(_twin_blocks_module(3))
+    # Identical regions share one function; the summary counts each call of it.
+    assert len(_regions(partitioned)) == 1
+    summary = tvm_onednn.offload_summary(_twin_blocks_module(3))
+    assert summary.regions == 3
+    assert summary.composites == {"onednn.conv2d_relu": 3}
+    assert summary.offloaded_ops["relax.nn.conv2d"] == 3

@@ -14,63 +14,15 @@ from typing import Any
 import tvm_ffi
 from tvm import relax
 
+from .. import _ffi_api
 from .. import relax_utils as ru
-from .patterns import chain_specs, composite_annotations
-from .qpatterns import is_quantized_composite
+from . import qwriters  # noqa: F401  (registers the int8 node writers)
+from .writers import CodegenError, CompositeCall, tensor_info, writer_for
+
+__all__ = ["FORMAT", "VERSION", "CodegenError", "region_to_json"]
 
 FORMAT = "tvm_onednn.subgraph"
 VERSION = 1
-
-_CHAIN_SPECS = {spec.name: spec for spec in chain_specs()}
-
-
-class CodegenError(ValueError):
-    """A region cannot be expressed in the subgraph format."""
-
-
-def _ints(values) -> list[int]:
-    return [int(v) for v in values]
-
-
-def _tensor_info(expr: relax.Expr) -> dict[str, Any]:
-    shape = ru.static_shape(expr)
-    if shape is None:
-        raise CodegenError(f"oneDNN regions need static tensor shapes, got {expr.ty}")
-    return {"shape": shape, "dtype": ru.dtype(expr)}
-
-
-def _conv2d_attrs(call: relax.Call) -> dict[str, Any]:
-    a = call.attrs
-    return {
-        "strides": _ints(a.strides),
-        "padding": _ints(a.padding),
-        "dilation": _ints(a.dilation),
-        "groups": int(a.groups),
-    }
-
-
-def _pool_attrs(call: relax.Call) -> dict[str, Any]:
-    if call.op.name in ("relax.mean", "relax.nn.adaptive_avg_pool2d"):
-        return {}
-    a = call.attrs
-    attrs = {
-        "pool_size": _ints(a.pool_size),
-        "strides": _ints(a.strides),
-        "padding": _ints(a.padding),
-        "dilation": _ints(a.dilation),
-        "ceil_mode": bool(a.ceil_mode),
-    }
-    if call.op.name == "relax.nn.avg_pool2d":
-        attrs["count_include_pad"] = bool(a.count_include_pad)
-    return attrs
-
-
-def _activation_attrs(activation: str | None, expr: relax.Expr | None) -> dict[str, Any]:
-    if activation == "clip":
-        return {"clip_min": ru.prim_value(expr.args[1]), "clip_max": ru.prim_value(expr.args[2])}
-    if activation == "leaky_relu":
-        return {"alpha": float(expr.attrs.alpha)}
-    return {}
 
 
 class _RegionWriter:
@@ -98,7 +50,7 @@ class _RegionWriter:
             "format": FORMAT,
             "version": VERSION,
             "symbol": self.symbol,
-            "inputs": [_tensor_info(p) for p in self.func.params],
+            "inputs": [tensor_info(p) for p in self.func.params],
             "constants": self.constants,
             "nodes": self.nodes,
             "outputs": [self._ref(o) for o in outputs],
@@ -129,37 +81,15 @@ class _RegionWriter:
         name = str(self.constant_names[const])
         if name not in self.constant_index:
             self.constant_index[name] = len(self.constants)
-            self.constants.append({"name": name, **_tensor_info(const)})
+            self.constants.append({"name": name, **tensor_info(const)})
         return ["const", self.constant_index[name]]
 
     def _node(self, composite: relax.Function, call: relax.Call) -> dict[str, Any]:
-        op = str(composite.attrs["Composite"])
-        if is_quantized_composite(op):
-            from .qcodegen import quantized_node  # qcodegen imports this module
-
-            return quantized_node(op, composite, call, self._ref)
-        annotated = composite_annotations(composite)
-        if annotated is None:
-            raise CodegenError(f"{self.symbol}: composite {op} does not match its own pattern")
-        param_refs = {p: self._ref(a) for p, a in zip(composite.params, call.args)}
-
-        def operand(expr: relax.Expr) -> list:
-            return param_refs[expr] if expr in param_refs else self._ref(expr)
-
-        root = annotated["root"]
-        spec = _CHAIN_SPECS.get(op)
-        if spec is None:  # pooling
-            inputs = [operand(annotated["lhs"])]
-            attrs = _pool_attrs(root)
-        else:
-            inputs = [operand(annotated["lhs"]), operand(annotated["rhs"])]
-            if spec.bias:
-                inputs.append(operand(annotated["bias"]))
-            if spec.add:
-                inputs.append(operand(annotated["residual"]))
-            attrs = _conv2d_attrs(root) if spec.base == "conv2d" else {}
-            attrs.update(_activation_attrs(spec.activation, annotated.get("activation")))
-        return {"op": op, "inputs": inputs, "attrs": attrs, **_tensor_info(call)}
+        name = str(composite.attrs["Composite"])
+        try:
+            return writer_for(name)(CompositeCall(name, composite, call, self._ref))
+        except CodegenError as err:
+            raise CodegenError(f"{self.symbol}: {err}") from None
 
 
 def region_to_json(func: relax.Function, constant_names: Mapping) -> str:
@@ -170,7 +100,5 @@ def region_to_json(func: relax.Function, constant_names: Mapping) -> str:
 @tvm_ffi.register_global_func("relax.ext.onednn", override=True)
 def _onednn_codegen(functions, options, constant_names) -> list:
     """RunCodegen's entry point: one runtime module per region."""
-    from .. import _ffi_api
-
     del options  # no codegen options yet
     return [_ffi_api.create_module(region_to_json(f, constant_names)) for f in functions]

@@ -13,7 +13,8 @@ from ..passes import (
     FoldConstantsWithNumpy,
     RewriteStackSum,
 )
-from .patterns import BACKEND, pattern_table
+from .chains import BACKEND
+from .patterns import pattern_table
 from .qpartition import fuse_quantized, merge_functions, split_composites
 
 
@@ -62,21 +63,46 @@ def _region_order(mod: tvm.IRModule) -> list[tvm.ir.GlobalVar]:
 
 
 def name_regions(mod: tvm.IRModule, prefix: str = BACKEND) -> tvm.IRModule:
-    """Rename merged regions to ``<prefix>_0, <prefix>_1, ...`` in call order."""
+    """Rename merged regions to ``<prefix>_0, <prefix>_1, ...`` in call order.
+
+    Every other function (``main``, TIR functions that ``call_tir`` refers to, ...) keeps
+    its GlobalVar, so the calls into it stay valid.
+    """
     order = _region_order(mod)
+    if not order:
+        return mod
     builder = relax.BlockBuilder()
     renames = {
         gv: builder.add_func(mod[gv].with_attr("global_symbol", f"{prefix}_{i}"), f"{prefix}_{i}")
         for i, gv in enumerate(order)
     }
+    functions = dict(builder.finalize().functions)
     renamer = _GlobalVarRenamer(mod, renames)
     for gv, func in mod.functions.items():
-        if gv in renames:
-            continue
-        if isinstance(func, relax.Function):
-            func = renamer.visit_expr(func)
-        builder.add_func(func, gv.name_hint)
-    return builder.finalize().with_attrs(mod.attrs) if mod.attrs else builder.finalize()
+        if gv not in renames:
+            functions[gv] = renamer.visit_expr(func) if isinstance(func, relax.Function) else func
+    return tvm.IRModule(functions, attrs=mod.attrs)
+
+
+@tvm.transform.module_pass(opt_level=0, name="PartitionForOneDNN")
+class PartitionForOneDNN:
+    """Offload every oneDNN-fusable chain into ``Codegen="onednn"`` region functions.
+
+    Steps: int8 (QDQ) chains are matched first and set aside (``FoldConstant`` would turn
+    their int8 weights into float32), the rest is prepared (:func:`prepare_for_onednn`),
+    the float32 table is matched, neighbouring composites are merged into regions and the
+    regions are named ``onednn_0, onednn_1, ...`` in call order. Every other function of
+    the module (TIR functions that ``call_tir`` refers to, ...) is carried through.
+    """
+
+    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        mod, int8_composites = split_composites(fuse_quantized(mod))
+        mod = merge_functions(prepare_for_onednn(mod), int8_composites)
+        mod = relax.transform.FuseOpsByPattern(
+            pattern_table(), bind_constants=True, annotate_codegen=False
+        )(mod)
+        mod = relax.transform.MergeCompositeFunctions()(mod)
+        return name_regions(mod)
 
 
 def partition_for_onednn(mod: tvm.IRModule) -> tvm.IRModule:
@@ -85,11 +111,4 @@ def partition_for_onednn(mod: tvm.IRModule) -> tvm.IRModule:
     Returns a new module; ``mod`` is not modified. Composites that sit next to each
     other are merged into one region, so blocked layouts stay inside it.
     """
-    # int8 (QDQ) chains first, kept out of prepare: FoldConstant would make their weights f32.
-    mod, int8_composites = split_composites(fuse_quantized(mod))
-    mod = merge_functions(prepare_for_onednn(mod), int8_composites)
-    mod = relax.transform.FuseOpsByPattern(
-        pattern_table(), bind_constants=True, annotate_codegen=False
-    )(mod)
-    mod = relax.transform.MergeCompositeFunctions()(mod)
-    return name_regions(mod)
+    return PartitionForOneDNN()(mod)

@@ -23,25 +23,31 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 import numpy as np
 from tvm import relax
-from tvm.relax.dpl.pattern import DFPattern, is_const, is_op, wildcard
+from tvm.relax.dpl.pattern import DFPattern, is_op, wildcard
 from tvm.relax.transform import FusionPattern, PatternCheckContext
 
 from .. import relax_utils as ru
-from .patterns import (
-    ACTIVATIONS,
+from .chains import (
     BACKEND,
-    HARDSWISH_PARTS,
+    BASE_OPS,
     POOLS,
     ChainSpec,
-    _leaks_intermediate,
-    _why_not_activation,
-    _why_not_bias,
+    Pattern,
     chain_specs,
+    epilogue_pattern,
+    pool_root,
+)
+from .checks import (
+    leaks_intermediate,
     make_check,
+    why_not_activation,
+    why_not_bias,
     why_not_conv2d_layout,
     why_not_pool,
 )
@@ -77,7 +83,8 @@ class QChainSpec:
         return self.chain.length + self.requantize
 
 
-def qchain_specs() -> list[QChainSpec]:
+@functools.cache
+def qchain_specs() -> tuple[QChainSpec, ...]:
     """Every int8 chain, longest first (a chain with its quantize before the same without)."""
     specs = [
         QChainSpec(c, requantize, first)
@@ -85,7 +92,13 @@ def qchain_specs() -> list[QChainSpec]:
         for requantize in (True, False)
         for first in ((False, True) if c.add else (False,))
     ]
-    return sorted(specs, key=lambda s: -s.length)
+    return tuple(sorted(specs, key=lambda s: -s.length))
+
+
+@functools.cache
+def qchain_by_name() -> Mapping[str, ChainSpec]:
+    """int8 chain composite name -> the chain it fuses (its variants share the name)."""
+    return MappingProxyType({spec.name: spec.chain for spec in qchain_specs()})
 
 
 def qpool_name(kind: str) -> str:
@@ -99,8 +112,8 @@ def qcomposite_names() -> list[str]:
 
 
 def is_quantized_composite(name: str) -> bool:
-    """Whether ``name`` is a composite of this table (codegen dispatches on it)."""
-    return name in _QNAMES
+    """Whether ``name`` is a composite of this table."""
+    return name in qannotation_map()
 
 
 # ----------------------------------------------------------------------------------------
@@ -126,54 +139,40 @@ def _quantize(prefix: str, data: DFPattern) -> tuple[DFPattern, dict]:
     return call, {f"{prefix}": call, f"{prefix}_scale": scale, f"{prefix}_zp": zero_point}
 
 
-def make_qchain_pattern(spec: QChainSpec) -> tuple[DFPattern, dict[str, DFPattern]]:
+def make_qchain_pattern(spec: QChainSpec) -> Pattern:
     """The dataflow pattern of one int8 chain, with named sub-patterns."""
-    chain = spec.chain
     src, annotations = _dequantize("src")
     weight, weight_ann = _dequantize("weight")
     annotations.update(weight_ann)
-    op = "relax.nn.conv2d" if chain.base == "conv2d" else "relax.matmul"
-    out = is_op(op)(src, weight)
-    annotations["root"] = out
-    if chain.bias:
-        bias = is_const()
-        out = is_op("relax.add")(out, bias) | is_op("relax.add")(bias, out)
-        annotations["bias"] = bias
-    if chain.add:
+    root = is_op(BASE_OPS[spec.chain.base])(src, weight)
+    annotations["root"] = root
+    residual = None
+    if spec.chain.add:
         residual_dq, residual_ann = _dequantize("residual")
         residual_f32 = wildcard()
         residual = residual_dq | residual_f32
-        operands = (residual, out) if spec.residual_first else (out, residual)
-        out = is_op("relax.add")(*operands)
-        annotations.update(residual_ann)
-        annotations["residual_f32"] = residual_f32
-    if chain.activation:
-        out = ACTIVATIONS[chain.activation](out)
-        annotations["activation"] = out
-        annotations.update(HARDSWISH_PARTS.pop(out, {}))
+        annotations.update(residual_ann, residual_f32=residual_f32)
+    out = epilogue_pattern(spec.chain, root, annotations, residual, spec.residual_first)
     if spec.requantize:
         out, dst_ann = _quantize("dst", out)
         annotations.update(dst_ann)
     return out, annotations
 
 
-def make_qpool_pattern(kind: str) -> tuple[DFPattern, dict[str, DFPattern]]:
+def make_qpool_pattern(kind: str) -> Pattern:
     src, annotations = _dequantize("src")
-    if kind == "global_avg_pool2d":
-        root = is_op("relax.mean")(src) | is_op("relax.nn.adaptive_avg_pool2d")(src)
-    else:
-        root = is_op(f"relax.nn.{kind}")(src)
+    root = pool_root(kind, src)
     out, dst_ann = _quantize("dst", root)
     return out, {**annotations, "root": root, **dst_ann}
 
 
-def make_quantize_pattern() -> tuple[DFPattern, dict[str, DFPattern]]:
+def make_quantize_pattern() -> Pattern:
     data = wildcard()
     out, annotations = _quantize("dst", data)
     return out, {"lhs": data, "root": out, **annotations}
 
 
-def make_dequantize_pattern() -> tuple[DFPattern, dict[str, DFPattern]]:
+def make_dequantize_pattern() -> Pattern:
     out, annotations = _dequantize("src")
     return out, {"lhs": annotations["src_q"], "root": out, **annotations}
 
@@ -262,7 +261,7 @@ def _why_not_residual(ann: dict, out_shape: list[int]) -> str | None:
 
 
 def _why_not_qchain(spec: QChainSpec, ctx: PatternCheckContext) -> str | None:
-    if _leaks_intermediate(ctx):
+    if leaks_intermediate(ctx):
         return "an intermediate value is used outside the chain"
     ann = dict(ctx.annotated_expr)
     root = ann["root"]
@@ -281,7 +280,7 @@ def _why_not_qchain(spec: QChainSpec, ctx: PatternCheckContext) -> str | None:
     if reason:
         return reason
     if spec.chain.bias:
-        reason = _why_not_bias(base, ann["bias"], out_shape)
+        reason = why_not_bias(base, ann["bias"], out_shape)
         if reason:
             return reason
     if spec.chain.add:
@@ -289,7 +288,7 @@ def _why_not_qchain(spec: QChainSpec, ctx: PatternCheckContext) -> str | None:
         if reason:
             return reason
     if spec.chain.activation:
-        reason = _why_not_activation(spec.chain.activation, ann)
+        reason = why_not_activation(spec.chain.activation, ann)
         if reason:
             return reason
     if spec.requantize:
@@ -298,7 +297,7 @@ def _why_not_qchain(spec: QChainSpec, ctx: PatternCheckContext) -> str | None:
 
 
 def _why_not_qpool(ctx: PatternCheckContext) -> str | None:
-    if _leaks_intermediate(ctx):
+    if leaks_intermediate(ctx):
         return "an intermediate value is used outside the chain"
     ann = dict(ctx.annotated_expr)
     root = ann["root"]
@@ -356,7 +355,7 @@ def qpattern_table() -> list[FusionPattern]:
 
 
 @functools.cache
-def qannotation_map() -> dict[str, list[tuple[DFPattern, dict[str, DFPattern]]]]:
+def qannotation_map() -> Mapping[str, list[Pattern]]:
     """Candidate (pattern, annotations) per int8 composite name, to re-read a composite.
 
     A chain name has several candidates (with and without the final quantize, and both
@@ -371,5 +370,3 @@ def qannotation_map() -> dict[str, list[tuple[DFPattern, dict[str, DFPattern]]]]
     table[DEQUANTIZE] = [make_dequantize_pattern()]
     return table
 
-
-_QNAMES = frozenset(qcomposite_names())

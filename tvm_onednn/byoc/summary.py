@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 import tvm
 from tvm import relax
 
+from .chains import BACKEND
+from .checks import WHY_NOT_OP
 from .partition import partition_for_onednn
-from .patterns import BACKEND, WHY_NOT
 
 # Ops that run in oneDNN only as a post-op (bias, residual add, activation) of a chain.
 EPILOGUE_OPS = frozenset(
@@ -101,34 +102,46 @@ def _composite_calls(region: relax.Function) -> list[tuple[str, relax.Function]]
     return calls
 
 
+def _kept_reason(op: str, call: relax.Call) -> str:
+    why_not = WHY_NOT_OP.get(op)
+    if why_not is not None:
+        return why_not(call) or "no pattern fits its neighbours (or one leaks a value)"
+    if op in EPILOGUE_OPS:
+        return "oneDNN runs it only fused after a conv2d/matmul, and none fits here"
+    return "oneDNN has no pattern for this op"
+
+
 def summarize_partitioned(mod: tvm.IRModule) -> OffloadSummary:
-    """Summarize a module already partitioned by ``partition_for_onednn``."""
+    """Summarize a module already partitioned by ``partition_for_onednn``.
+
+    Counts call sites: a region function called twice (identical regions share one
+    function) counts as two regions, and its ops twice.
+    """
     summary = OffloadSummary()
-    for _, func in mod.functions.items():
-        if not isinstance(func, relax.Function):
-            continue
+    regions = {
+        gv: func
+        for gv, func in mod.functions.items()
+        if isinstance(func, relax.Function) and (func.attrs or {}).get("Codegen") == BACKEND
+    }
+    composites_of = {gv: _composite_calls(func) for gv, func in regions.items()}
+    for gv, func in mod.functions.items():
         attrs = func.attrs or {}
-        if attrs.get("Codegen") == BACKEND:
-            summary.regions += 1
-            for name, composite in _composite_calls(func):
-                summary.composites[name] += 1
-                summary.offloaded_ops.update(
-                    op for op in map(_op_name, _calls(composite)) if op is not None
-                )
-        elif "Composite" not in attrs:
-            for call in _calls(func):
-                op = _op_name(call)
-                if op is None or op.startswith("relax.call_") or op == "relax.call_dps_packed":
-                    continue
-                summary.kept_ops[op] += 1
-                why_not = WHY_NOT.get(op)
-                if why_not is not None:
-                    reason = why_not(call) or "no pattern fits its neighbours (or one leaks a value)"
-                elif op in EPILOGUE_OPS:
-                    reason = "oneDNN runs it only fused after a conv2d/matmul, and none fits here"
-                else:
-                    reason = "oneDNN has no pattern for this op"
-                summary.reasons.setdefault(op, Counter())[reason] += 1
+        if not isinstance(func, relax.Function) or gv in regions or "Composite" in attrs:
+            continue
+        for call in _calls(func):
+            if isinstance(call.op, tvm.ir.GlobalVar) and call.op in regions:
+                summary.regions += 1
+                for name, composite in composites_of[call.op]:
+                    summary.composites[name] += 1
+                    summary.offloaded_ops.update(
+                        op for op in map(_op_name, _calls(composite)) if op is not None
+                    )
+                continue
+            op = _op_name(call)
+            if op is None or op.startswith("relax.call_") or op == "relax.call_dps_packed":
+                continue
+            summary.kept_ops[op] += 1
+            summary.reasons.setdefault(op, Counter())[_kept_reason(op, call)] += 1
     return summary
 
 
