@@ -6,7 +6,7 @@
   several work directories in scope (best record per workload across them).
 """
 
-from .compile import compile_model, tuned_kernels
+from .compile import compile_model, scheduled_kernels, tuned_kernels
 from .database import TuningRecordsError, count_records, merge_databases, open_database
 from .progress import TaskStats, TuneProgress
 from .rpc import RPCTrackerError, TrackerStatus, check_tracker
@@ -26,6 +26,7 @@ __all__ = [
     "merge_databases",
     "open_database",
     "tune",
+    "scheduled_kernels",
     "tuned_kernels",
     "tuning_target",
 ]
