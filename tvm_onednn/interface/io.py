@@ -1,7 +1,10 @@
 """Files and strings the command line reads: input shapes, ``.npz`` inputs, calibration data.
 
 Everything here validates what a user typed or pointed at and raises :class:`InputError`
-(a ``ValueError``) with one clear sentence when it does not fit.
+(a ``ValueError``) with one clear sentence when it does not fit. ONNX models are read,
+checked and imported by :mod:`tvm_onednn.frontend` (the one loader); its
+:class:`~tvm_onednn.frontend.ModelImportError` becomes an :class:`InputError` here, with
+fixes phrased as command-line flags.
 """
 
 from __future__ import annotations
@@ -9,33 +12,16 @@ from __future__ import annotations
 import os
 import zipfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
 
-from ..frontend import ModelImportError, input_shapes
-
+from .. import frontend
+from ..frontend import ModelImportError, TensorSpec
 
 class InputError(ValueError):
     """A file, name, shape or option given by the user does not fit the model."""
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """One model input: name, static shape and dtype."""
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: str
-
-    def as_dict(self) -> dict:
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
-
-    @classmethod
-    def from_dict(cls, d: Mapping) -> TensorSpec:
-        return cls(str(d["name"]), tuple(int(x) for x in d["shape"]), str(d["dtype"]))
 
 
 # --------------------------------------------------------------------------- shapes
@@ -78,58 +64,33 @@ def parse_input_shapes(texts: Sequence[str] | None) -> dict[str, list[int]]:
 # --------------------------------------------------------------------------- models
 
 
-_ONNX_DTYPES = {
-    onnx.TensorProto.FLOAT: "float32",
-    onnx.TensorProto.FLOAT16: "float16",
-    onnx.TensorProto.DOUBLE: "float64",
-    onnx.TensorProto.INT64: "int64",
-    onnx.TensorProto.INT32: "int32",
-    onnx.TensorProto.INT8: "int8",
-    onnx.TensorProto.UINT8: "uint8",
-    onnx.TensorProto.BOOL: "bool",
-}
+def as_input_error(err: ModelImportError) -> InputError:
+    """The frontend's error in command-line terms (a dynamic dim asks for --input-shapes)."""
+    if err.input_name is not None and err.example is not None:
+        example = ",".join(str(d) for d in err.example)
+        return InputError(
+            f"input {err.input_name!r} has a dynamic shape {err.dims}; give a static one, "
+            f"e.g. --input-shapes {err.input_name}:{example}"
+        )
+    return InputError(str(err))
 
 
 def load_onnx(path: str | os.PathLike) -> onnx.ModelProto:
     """Load an ONNX file, with a clear error for a missing or unreadable one."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise InputError(f"no ONNX model at {path!r}")
     try:
-        return onnx.load(path)
-    except Exception as err:  # noqa: BLE001  (onnx raises DecodeError and friends)
-        raise InputError(f"{path!r} is not a readable ONNX model: {err}") from None
+        return frontend.load_model(os.fspath(path))
+    except ModelImportError as err:
+        raise as_input_error(err) from None
 
 
 def model_inputs(
     model: onnx.ModelProto, shapes: Mapping[str, Sequence[int]] | None = None
 ) -> list[TensorSpec]:
     """The model's inputs with ``shapes`` applied; unknown names and dynamic dims raise."""
-    declared = input_shapes(model)
-    shapes = dict(shapes or {})
-    unknown = sorted(set(shapes) - set(declared))
-    if unknown:
-        raise InputError(
-            f"unknown input name(s) {unknown}; the model's inputs are {sorted(declared)}"
-        )
-    elem_types = {v.name: v.type.tensor_type.elem_type for v in model.graph.input}
-    specs = []
-    for name, dims in declared.items():
-        dims = list(shapes.get(name, dims))
-        if len(dims) != len(declared[name]):
-            raise InputError(
-                f"input {name!r} has rank {len(declared[name])} ({declared[name]}), "
-                f"got shape {dims}"
-            )
-        if not all(isinstance(d, int) and d > 0 for d in dims):
-            example = ",".join(str(d) if isinstance(d, int) and d > 0 else "1" for d in dims)
-            raise InputError(
-                f"input {name!r} has a dynamic shape {dims}; give a static one, e.g. "
-                f"--input-shapes {name}:{example}"
-            )
-        dtype = _ONNX_DTYPES.get(elem_types.get(name, onnx.TensorProto.FLOAT), "float32")
-        specs.append(TensorSpec(name, tuple(dims), dtype))
-    return specs
+    try:
+        return frontend.model_inputs(model, shapes)
+    except ModelImportError as err:
+        raise as_input_error(err) from None
 
 
 def with_batch(specs: Sequence[TensorSpec], batch: int) -> dict[str, list[int]]:
@@ -140,15 +101,16 @@ def with_batch(specs: Sequence[TensorSpec], batch: int) -> dict[str, list[int]]:
 
 
 def import_model(path: str | os.PathLike, shapes: Mapping[str, Sequence[int]] | None = None):
-    """ONNX file -> (Relax module, input specs), every error an :class:`InputError`."""
-    from ..frontend import from_onnx
+    """ONNX file -> (Relax module, input specs), every error an :class:`InputError`.
 
-    model = load_onnx(path)
-    specs = model_inputs(model, shapes)
+    Shape computations are folded when TVM's importer needs it (``frontend.from_onnx``).
+    """
     try:
-        mod = from_onnx(model, {s.name: list(s.shape) for s in specs})
+        model = frontend.load_model(os.fspath(path))
+        specs = frontend.model_inputs(model, shapes)
+        mod = frontend.from_onnx(model, {s.name: list(s.shape) for s in specs})
     except ModelImportError as err:
-        raise InputError(str(err)) from None
+        raise as_input_error(err) from None
     return mod, specs
 
 
