@@ -67,14 +67,14 @@ class SymbolicBatch:
         with R.dataflow():
             w = R.add(R.const(W), R.const(0.0, "float32"))  # folds to a constant
             c = R.nn.conv2d(x, w, padding=(1, 1))
-            bn = R.nn.batch_norm(
-                c, R.const(BN[0]), R.const(BN[1]), R.const(BN[2]), R.const(BN[3]), axis=1, training=False
-            )
+            ga, be, mu, va = R.const(BN[0]), R.const(BN[1]), R.const(BN[2]), R.const(BN[3])
+            bn = R.nn.batch_norm(c, ga, be, mu, va, axis=1, training=False)
             b = bn[0]
             lo = R.maximum(b, R.const(0.0, "float32"))
             r = R.minimum(lo, R.const(6.0, "float32"))
             e = R.erf(R.divide(r, R.const(SQRT2)))
-            g = R.multiply(R.multiply(r, R.const(0.5, "float32")), R.add(e, R.const(1.0, "float32")))
+            half = R.multiply(r, R.const(0.5, "float32"))
+            g = R.multiply(half, R.add(e, R.const(1.0, "float32")))
             s = R.sum(R.stack((R.broadcast_to(g, R.shape([n, 4, 8, 8])), r), axis=0), axis=[0])
             R.output(s)
         return s
@@ -87,14 +87,14 @@ class UnknownShape:
         with R.dataflow():
             w = R.add(R.const(W), R.const(0.0, "float32"))
             c = R.nn.conv2d(x, w, padding=(1, 1))
-            bn = R.nn.batch_norm(
-                c, R.const(BN[0]), R.const(BN[1]), R.const(BN[2]), R.const(BN[3]), axis=1, training=False
-            )
+            ga, be, mu, va = R.const(BN[0]), R.const(BN[1]), R.const(BN[2]), R.const(BN[3])
+            bn = R.nn.batch_norm(c, ga, be, mu, va, axis=1, training=False)
             b = bn[0]
             lo = R.maximum(b, R.const(0.0, "float32"))
             r = R.minimum(lo, R.const(6.0, "float32"))
             e = R.erf(R.divide(r, R.const(SQRT2)))
-            g = R.multiply(R.multiply(r, R.const(0.5, "float32")), R.add(e, R.const(1.0, "float32")))
+            half = R.multiply(r, R.const(0.5, "float32"))
+            g = R.multiply(half, R.add(e, R.const(1.0, "float32")))
             s = R.sum(R.stack((g, r), axis=0), axis=[0])
             R.output(s)
         return s
@@ -110,20 +110,24 @@ class MatchCastShape:
             xs = R.match_cast(x, R.Tensor((n, 3, h, h), "float32"))
             w = R.add(R.const(W), R.const(0.0, "float32"))
             c = R.nn.conv2d(xs, w, padding=(1, 1))
-            bn = R.nn.batch_norm(
-                c, R.const(BN[0]), R.const(BN[1]), R.const(BN[2]), R.const(BN[3]), axis=1, training=False
-            )
+            ga, be, mu, va = R.const(BN[0]), R.const(BN[1]), R.const(BN[2]), R.const(BN[3])
+            bn = R.nn.batch_norm(c, ga, be, mu, va, axis=1, training=False)
             b = bn[0]
             lo = R.maximum(b, R.const(0.0, "float32"))
             r = R.minimum(lo, R.const(6.0, "float32"))
             e = R.erf(R.divide(r, R.const(SQRT2)))
-            g = R.multiply(R.multiply(r, R.const(0.5, "float32")), R.add(e, R.const(1.0, "float32")))
+            half = R.multiply(r, R.const(0.5, "float32"))
+            g = R.multiply(half, R.add(e, R.const(1.0, "float32")))
             s = R.sum(R.stack((g, r), axis=0), axis=[0])
             R.output(s)
         return s
 
 
-MODULES = {"symbolic-batch": SymbolicBatch, "unknown-shape": UnknownShape, "match-cast": MatchCastShape}
+MODULES = {
+    "symbolic-batch": SymbolicBatch,
+    "unknown-shape": UnknownShape,
+    "match-cast": MatchCastShape,
+}
 
 
 @pytest.mark.parametrize("module", MODULES.values(), ids=MODULES.keys())
@@ -192,9 +196,8 @@ def _conv_bn(w, mean):
         def main(x: R.Tensor(("n", 3, 8, 8), "float32")):
             with R.dataflow():
                 c = R.nn.conv2d(x, R.const(w), padding=(1, 1))
-                bn = R.nn.batch_norm(
-                    c, R.const(BN[0]), R.const(BN[1]), R.const(mean), R.const(BN[3]), axis=1, training=False
-                )
+                ga, be, mu, va = R.const(BN[0]), R.const(BN[1]), R.const(mean), R.const(BN[3])
+                bn = R.nn.batch_norm(c, ga, be, mu, va, axis=1, training=False)
                 y = bn[0]
                 R.output(y)
             return y
@@ -230,7 +233,8 @@ def _conv_bn_relu_module(x_ty):
     with bb.function("main", [x]):
         with bb.dataflow():
             c = bb.emit(relax.op.nn.conv2d(x, relax.const(W), padding=(1, 1)))
-            c = bb.emit(relax.op.add(c, relax.const(RNG.normal(size=(1, 4, 1, 1)).astype("float32"))))
+            bias = relax.const(RNG.normal(size=(1, 4, 1, 1)).astype("float32"))
+            c = bb.emit(relax.op.add(c, bias))
             bn = bb.emit(relax.op.nn.batch_norm(c, *map(relax.const, BN), axis=1, training=False))
             y = bb.emit(relax.op.nn.relu(relax.TupleGetItem(bn, 0)))
             y = bb.emit_output(y)
@@ -267,11 +271,11 @@ def test_rewrites_keep_match_cast_variables():
                 xs = R.match_cast(x, R.Tensor((n, 3, 8, 8), "float32"))
                 r = R.maximum(xs, R.const(0.0, "float32"))
                 e = R.erf(R.multiply(xs, R.const(1 / SQRT2)))
-                g = R.multiply(xs, R.multiply(R.add(e, R.const(1.0, "float32")), R.const(0.5, "float32")))
+                one_plus_e = R.add(e, R.const(1.0, "float32"))
+                g = R.multiply(xs, R.multiply(one_plus_e, R.const(0.5, "float32")))
                 c = R.nn.conv2d(xs, R.const(W), padding=(1, 1))
-                bn = R.nn.batch_norm(
-                    c, R.const(BN[0]), R.const(BN[1]), R.const(BN[2]), R.const(BN[3]), axis=1, training=False
-                )
+                ga, be, mu, va = R.const(BN[0]), R.const(BN[1]), R.const(BN[2]), R.const(BN[3])
+                bn = R.nn.batch_norm(c, ga, be, mu, va, axis=1, training=False)
                 y = (r, g, bn[0])
                 R.output(y)
             return y

@@ -56,7 +56,8 @@ def bind_wrong_type(mod, _ctx):
 def test_instrument_names_the_pass_that_broke_the_module(broken, message, well_formed_check):
     assert relax.analysis.check_well_formed(Relu)
     sequence = tvm.transform.Sequential([relax.transform.FoldConstant(), broken])
-    with pytest.raises(IllFormedModuleError, match=f"output of pass '{broken.info.name}'.*{message}"):
+    expected = f"output of pass '{broken.info.name}'.*{message}"
+    with pytest.raises(IllFormedModuleError, match=expected):
         sequence(Relu)
     assert well_formed_check.checked_passes[-1] == broken.info.name
 
@@ -105,10 +106,12 @@ def test_prepare_for_onednn_is_well_formed_after_every_pass(well_formed_check):
     mod = from_onnx(_conv_bn_clip_model())
     prepared = prepare_for_onednn(mod)
     ops = []
-    relax.analysis.post_order_visit(
-        prepared["main"],
-        lambda e: ops.append(e.op.name) if isinstance(e, relax.Call) and isinstance(e.op, tvm.ir.Op) else None,
-    )
+
+    def visit(e):
+        if isinstance(e, relax.Call) and isinstance(e.op, tvm.ir.Op):
+            ops.append(e.op.name)
+
+    relax.analysis.post_order_visit(prepared["main"], visit)
     assert ops == ["relax.nn.conv2d", "relax.add", "relax.clip"]
-    checked = set(well_formed_check.checked_passes)
-    assert {"CanonicalizeClip", "FoldBatchNormIntoConv", "FoldConstantsWithNumpy", "PrepareForOneDNN"} <= checked
+    ours = {"CanonicalizeClip", "FoldBatchNormIntoConv", "FoldConstantsWithNumpy"}
+    assert ours | {"PrepareForOneDNN"} <= set(well_formed_check.checked_passes)

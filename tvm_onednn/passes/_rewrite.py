@@ -36,6 +36,8 @@ def rewrite_relax_functions(
 
 def bound_calls(func: relax.Function) -> dict[relax.Var, relax.Call]:
     """Each variable of ``func``'s body bound to a call (by a plain binding), with the call."""
+    if not isinstance(func.body, relax.SeqExpr):
+        return {}
     return {
         binding.var: binding.value
         for block in func.body.blocks

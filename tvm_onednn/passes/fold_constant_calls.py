@@ -55,25 +55,30 @@ def _has_static_result(binding: relax.VarBinding) -> bool:
     return ru.static_shape(binding.var) is not None
 
 
+def _computable_from_constants(binding, selected: set, prim_funcs: set) -> bool:
+    if not isinstance(binding, relax.VarBinding) or not _has_static_result(binding):
+        return False
+    value = binding.value
+    if isinstance(value, Constant):
+        return True
+    return (
+        isinstance(value, relax.Call)
+        and isinstance(value.op, tvm.ir.Op)
+        and all(_is_constant_input(a, selected, prim_funcs) for a in value.args)
+    )
+
+
 def _foldable_bindings(func: relax.Function, prim_funcs: set) -> list[relax.VarBinding]:
     """Dataflow bindings computable from constants alone, in program order."""
     selected: set = set()
     bindings = []
-    for block in func.body.blocks:
+    for block in func.body.blocks if isinstance(func.body, relax.SeqExpr) else []:
         if not isinstance(block, relax.DataflowBlock):
             continue
         for binding in block.bindings:
-            value = binding.value
-            if not isinstance(binding, relax.VarBinding) or not _has_static_result(binding):
-                continue
-            if isinstance(value, Constant):
-                pass
-            elif not (isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op)):
-                continue
-            elif not all(_is_constant_input(a, selected, prim_funcs) for a in value.args):
-                continue
-            selected.add(binding.var)
-            bindings.append(binding)
+            if _computable_from_constants(binding, selected, prim_funcs):
+                selected.add(binding.var)
+                bindings.append(binding)
     return bindings
 
 
@@ -82,7 +87,8 @@ def _fold_with_tvm(bindings: list[relax.VarBinding], mod: tvm.IRModule) -> dict:
     out = relax.Var("folded", relax.TupleType([b.var.ty for b in bindings]))
     tuple_binding = relax.VarBinding(out, relax.Tuple([b.var for b in bindings]))
     block = relax.DataflowBlock([*bindings, tuple_binding])
-    scratch = relax.BlockBuilder().normalize(relax.Function([], relax.SeqExpr([block], out), out.ty))
+    scratch = relax.Function([], relax.SeqExpr([block], out), out.ty)
+    scratch = relax.BlockBuilder().normalize(scratch)  # types the tuple
     scratch_mod = tvm.IRModule(
         {gv: f for gv, f in mod.functions.items() if not isinstance(f, relax.Function)}
     )
