@@ -108,7 +108,6 @@ def test_bad_calibration_data_is_a_clear_error(plan, data, match):
     [
         ({"conv2d_0_input": (float("nan"), 1.0), "conv2d_0_output": (0.0, 1.0)}, "non-finite"),
         ({"conv2d_0_input": (1.0, -1.0), "conv2d_0_output": (0.0, 1.0)}, "min 1.0 > max -1.0"),
-        ({"conv2d_0_input": (-1.0, 1.0)}, r"no range for 1 layer\(s\): 'conv2d_0_output'"),
         ([(0, 1)], "must be a mapping"),
     ],
 )
@@ -165,10 +164,43 @@ def test_mxnet_style_custom_collector_drives_calibration(block, caplog):
     )
 
 
+def test_a_missing_range_keeps_its_readers_float32(block):
+    """A collector returning no range for a tensor is no error: what needs it stays fp32."""
+    collector = FixedRanges({"conv2d_0_input": (-1.0, 1.0)})
+    qmod, report = quantize(
+        block.mod, block.batches(1), calib_mode="custom", collector=collector, return_report=True
+    )
+    assert report.quantized() == ["conv2d_0"]
+    conv1 = report.layer("conv2d_1")
+    assert conv1.reason_kind == "calibration"
+    assert conv1.reason == (
+        "no calibration range for its input "
+        "(conv2d_0_output: FixedRanges.post_collect() returned no range for it)"
+    )
+    assert report.layer("conv2d_0").output_dtype == "float32"  # its reader is float32 now
+    assert report.unusable_ranges == {
+        "conv2d_0_output": "FixedRanges.post_collect() returned no range for it"
+    }
+    assert len(main_calls(qmod, "quantize")) == 1
+
+
 def test_user_include_layers_is_respected(block):
     collector = NaiveCollector(include_layers=["conv2d_0_input"])
-    with pytest.raises(CalibrationError, match="no range for 1 layer.*conv2d_0_output"):
-        quantize(block.mod, block.batches(1), calib_mode="custom", collector=collector)
+    _, report = quantize(
+        block.mod, block.batches(1), calib_mode="custom", collector=collector, return_report=True
+    )
+    assert collector.include_layers == {"conv2d_0_input"}
+    assert report.quantized() == ["conv2d_0"]
+    assert "conv2d_0_output: NaiveCollector.post_collect() returned no range" in (
+        report.layer("conv2d_1").reason
+    )
+
+
+def test_calibrate_itself_still_needs_every_range(block, plan):
+    """``calibrate`` (the building block) promises a range per name, or says which lack one."""
+    collector = FixedRanges({"conv2d_0_input": (-1.0, 1.0)})
+    with pytest.raises(CalibrationError, match="no usable range for 1 tensor.*conv2d_0_output"):
+        calibrate(plan, block.batches(1), collector)
 
 
 @pytest.mark.parametrize("mode", ["naive", "entropy", "percentile"])

@@ -18,28 +18,37 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Literal, overload
 
 import tvm
 
 from ..byoc.partition import prepare_for_onednn
 from ..calib import COLLECTORS, CalibrationCollector, CalibrationError, make_collector
+from ..calib.collector import Range
 from .annotate import (
+    REASON_KINDS,
     Layer,
     LayerTable,
     QuantPlan,
     plan_quantization,
     quantizable_layers,
+    without_ranges,
 )
-from .calibrate import calibrate, instrument
+from .calibrate import CalibrationRun, calibrate, instrument, run_calibration
 from .realize import realize
+from .report import LayerReport, QuantizeReport, build_report
 from .weights import GRANULARITIES, quantize_weight
 
 __all__ = [
     "CALIB_MODES",
+    "REASON_KINDS",
     "Layer",
+    "LayerReport",
     "LayerTable",
     "QuantPlan",
+    "QuantizeReport",
+    "calib_modes",
     "calibrate",
     "instrument",
     "plan_quantization",
@@ -47,18 +56,50 @@ __all__ = [
     "quantize",
     "quantize_weight",
     "realize",
+    "run_calibration",
 ]
 
 logger = logging.getLogger(__name__)
 
-CALIB_MODES = ("naive", "entropy", "percentile", "custom", "none")
+#: ``calib_mode`` values that are not collector names.
+NON_COLLECTOR_MODES = ("custom", "none")
 QUANTIZED_DTYPES = ("auto", "int8", "uint8")
 
 
+def calib_modes() -> tuple[str, ...]:
+    """Every ``calib_mode`` ``quantize`` takes now: the registered collectors
+    (:func:`tvm_onednn.calib.register_collector`), then ``"custom"`` and ``"none"``."""
+    return (*COLLECTORS, *NON_COLLECTOR_MODES)
+
+
+class _CalibModes(Sequence):
+    """``CALIB_MODES``: a live read-only view of :func:`calib_modes` (it follows the registry)."""
+
+    def __getitem__(self, index):
+        return calib_modes()[index]
+
+    def __len__(self) -> int:
+        return len(calib_modes())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(calib_modes())
+
+    def __contains__(self, value) -> bool:
+        return value in calib_modes()
+
+    def __repr__(self) -> str:
+        return repr(calib_modes())
+
+
+#: The ``calib_mode`` values (registered collectors + ``"custom"`` + ``"none"``), always
+#: current: a collector registered later is in it too.
+CALIB_MODES: Sequence[str] = _CalibModes()
+
+
 def _check_arguments(calib_mode, collector, quantized_dtype, quantize_granularity, num_batches):
-    known = sorted(set(CALIB_MODES) | set(COLLECTORS))
+    known = calib_modes()
     if calib_mode not in known:
-        raise ValueError(f"unknown calib_mode {calib_mode!r}; expected one of {known}")
+        raise ValueError(f"unknown calib_mode {calib_mode!r}; expected one of {list(known)}")
     if calib_mode == "custom" and not isinstance(collector, CalibrationCollector):
         raise ValueError(
             "calib_mode='custom' needs collector=<a CalibrationCollector instance>, "
@@ -89,6 +130,57 @@ def _collector(calib_mode: str, collector, quantized_dtype: str) -> CalibrationC
     return make_collector(calib_mode)
 
 
+def _drop_unusable(plan: QuantPlan, run: CalibrationRun) -> tuple[QuantPlan, dict[str, Range]]:
+    """The plan without the layers that need a range calibration could not give, and the
+    ranges under that plan's names (replanning may rename an input range)."""
+    if run.unusable:
+        logger.warning(
+            "quantize: no usable calibration range for %s; the layers needing them stay float32",
+            ", ".join(f"{n} ({why})" for n, why in run.unusable.items()),
+        )
+    usable = {plan.observed[n].var: r for n, r in run.ranges.items() if n in plan.observed}
+    plan = without_ranges(plan, run.unusable)
+    # Replanning only drops needs; should one appear anyway, it is not calibrated: float32.
+    missing = {n: "not calibrated" for n, o in plan.observed.items() if o.var not in usable}
+    if missing:
+        plan = without_ranges(plan, missing)
+    return plan, {n: usable[o.var] for n, o in plan.observed.items()}
+
+
+@overload
+def quantize(
+    mod: tvm.IRModule,
+    calib_data: Iterable | None = ...,
+    *,
+    calib_mode: str = ...,
+    num_calib_batches: int | None = ...,
+    collector: CalibrationCollector | None = ...,
+    exclude_layers: Iterable[str] | None = ...,
+    exclude_layers_match: Iterable[str] | None = ...,
+    exclude_operators: Iterable[str] | None = ...,
+    quantized_dtype: str = ...,
+    quantize_granularity: str = ...,
+    return_report: Literal[False] = ...,
+) -> tvm.IRModule: ...
+
+
+@overload
+def quantize(
+    mod: tvm.IRModule,
+    calib_data: Iterable | None = ...,
+    *,
+    calib_mode: str = ...,
+    num_calib_batches: int | None = ...,
+    collector: CalibrationCollector | None = ...,
+    exclude_layers: Iterable[str] | None = ...,
+    exclude_layers_match: Iterable[str] | None = ...,
+    exclude_operators: Iterable[str] | None = ...,
+    quantized_dtype: str = ...,
+    quantize_granularity: str = ...,
+    return_report: Literal[True],
+) -> tuple[tvm.IRModule, QuantizeReport]: ...
+
+
 def quantize(
     mod: tvm.IRModule,
     calib_data: Iterable | None = None,
@@ -101,8 +193,14 @@ def quantize(
     exclude_operators: Iterable[str] | None = None,
     quantized_dtype: str = "auto",
     quantize_granularity: str = "channel-wise",
-) -> tvm.IRModule:
+    return_report: bool = False,
+):
     """Quantize a float32 Relax module to int8; returns a new QDQ module (``mod`` unchanged).
+
+    A layer that cannot be quantized stays float32 and the rest is quantized: one the int8
+    oneDNN chains do not run, one that needs a range calibration cannot give (inf / NaN
+    observed, none from the collector), one excluded by the caller. ``return_report=True``
+    says which and why (:class:`QuantizeReport`).
 
     Args:
         mod: the float32 model (e.g. from ``tvm_onednn.from_onnx``), static shapes.
@@ -110,13 +208,14 @@ def quantize(
             first items are the inputs, e.g. a DataLoader's ``(data, label)``). Not used
             with ``calib_mode="none"``.
         calib_mode: ``"naive"`` (min/max), ``"entropy"`` (KL divergence), ``"percentile"``,
+            any name registered with :func:`tvm_onednn.calib.register_collector`,
             ``"custom"`` (with ``collector``) or ``"none"``: no calibration, scales computed
             at run time from each tensor's ``max|x|`` (slower, less accurate, and it stays
-            with TVM's kernels; not recommended).
+            with TVM's kernels; not recommended). :data:`CALIB_MODES` lists them.
         num_calib_batches: use at most this many batches of ``calib_data``.
         collector: the :class:`~tvm_onednn.calib.CalibrationCollector` of
             ``calib_mode="custom"``; when its ``include_layers`` is None it is set to the
-            tensors that need ranges.
+            tensors that need ranges (a layer needing a tensor it leaves out stays float32).
         exclude_layers: layer names to keep in float32 (see :func:`quantizable_layers`).
         exclude_layers_match: regular expressions (``re.search``) of layer names to keep in
             float32.
@@ -126,10 +225,13 @@ def quantize(
             s8), or force ``"int8"`` / ``"uint8"``.
         quantize_granularity: weight scales ``"channel-wise"`` (per output channel) or
             ``"tensor-wise"``.
+        return_report: also return the :class:`QuantizeReport`: ``(qmod, report)``.
 
     Raises:
-        ValueError: invalid arguments (unknown mode, custom without collector, ...).
-        CalibrationError: unusable calibration data or ranges.
+        ValueError: invalid arguments (unknown mode, custom without collector, unknown
+            ``exclude_layers`` names, ...).
+        CalibrationError: unusable calibration data (empty, names / shapes / dtypes that do
+            not match the model) or malformed ranges from a collector's ``post_collect``.
     """
     _check_arguments(
         calib_mode, collector, quantized_dtype, quantize_granularity, num_calib_batches
@@ -139,13 +241,24 @@ def quantize(
     plan = plan_quantization(
         prepare_for_onednn(mod), exclude_layers, exclude_layers_match, exclude_operators
     )
-    logger.info("quantize: %s", str(LayerTable(plan.layers)).replace("\n", "\n  "))
     if not plan.range_names:
         logger.warning("quantize: no layer can be quantized; the model stays float32")
     ranges: dict | None = None if calib_mode == "none" else {}
+    run: CalibrationRun | None = None
     if ranges is not None and plan.range_names:
         active = _collector(calib_mode, collector, quantized_dtype)
         if active.include_layers is None:
             active.include_layers = plan.range_names
-        ranges = calibrate(plan, calib_data, active, num_calib_batches)
-    return realize(plan, ranges, quantized_dtype, quantize_granularity)
+        run = run_calibration(plan, calib_data, active, num_calib_batches)
+        plan, ranges = _drop_unusable(plan, run)
+    qmod = realize(plan, ranges, quantized_dtype, quantize_granularity)
+    report = build_report(
+        plan,
+        ranges,
+        run,
+        calib_mode=calib_mode,
+        quantized_dtype=quantized_dtype,
+        quantize_granularity=quantize_granularity,
+    )
+    logger.info("quantize:\n%s", report)
+    return (qmod, report) if return_report else qmod

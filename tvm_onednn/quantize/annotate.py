@@ -13,7 +13,7 @@ can be passed to ``exclude_layers``. :func:`quantizable_layers` lists them.
 Which layers are quantized:
 
 * conv2d (NCHW data, OIHW constant weights, float32) and matmul with a constant 2-D ``[K, N]``
-  weight, when a float32 chain holds them and no exclusion names them;
+  weight (finite weights), when a float32 chain holds them and no exclusion names them;
 * max / avg / global-average pools whose input is the output of a quantized layer (and whose
   output stays inside the dataflow block).
 
@@ -26,11 +26,14 @@ named after its first quantized user.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import logging
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import tvm
 from tvm import relax
 
@@ -44,10 +47,15 @@ __all__ = [
     "Layer",
     "LayerTable",
     "QuantPlan",
+    "REASON_KINDS",
     "group_chains",
     "plan_quantization",
     "quantizable_layers",
+    "replan",
+    "without_ranges",
 ]
+
+logger = logging.getLogger(__name__)
 
 CHAIN_KINDS = ("conv2d", "matmul")
 #: ``exclude_operators`` values and the layer kinds each one excludes.
@@ -69,6 +77,11 @@ _CHAIN_SPECS = {spec.name: spec for spec in chain_specs()}
 _NONNEGATIVE_ACTIVATIONS = ("relu", "sigmoid")
 _POOL_UNDECIDED = "(pool: decided once its producer is)"
 
+#: Why a layer stays float32, by kind: ``excluded`` (``exclude_layers`` & co.),
+#: ``unsupported`` (no int8 oneDNN chain runs it), ``input`` (a pool whose input is not
+#: int8), ``calibration`` (no usable calibration range for a tensor it needs).
+REASON_KINDS = ("excluded", "unsupported", "input", "calibration")
+
 
 @dataclass(frozen=True)
 class Layer:
@@ -82,6 +95,8 @@ class Layer:
         reason: why it stays float32 (None when quantized).
         output_dtype: ``"int8"`` when a quantized layer writes int8 (the exact u8/s8 is
             chosen from the calibrated range), ``"float32"`` otherwise.
+        reason_kind: what kind of reason keeps it float32 (None when quantized): one of
+            :data:`REASON_KINDS`.
     """
 
     name: str
@@ -90,6 +105,7 @@ class Layer:
     quantized: bool
     reason: str | None
     output_dtype: str = "float32"
+    reason_kind: str | None = None
 
 
 @dataclass(frozen=True)
@@ -125,6 +141,7 @@ class QuantPlan:
     range_of: dict[relax.Var, str]  # tensor -> the range its int8 form uses
     int8_outputs: set[relax.Var] = field(default_factory=set)  # layers writing int8
     float_read: set[relax.Var] = field(default_factory=set)  # ... also read by float32 ops
+    exclusions: _Exclusions | None = None  # what the user excluded (kept for replan)
 
     @property
     def range_names(self) -> list[str]:
@@ -169,16 +186,25 @@ def group_chains(prepared: tvm.IRModule) -> tvm.IRModule:
     )(prepared)
 
 
-def _annotations(func: relax.Function) -> dict:
-    annotated = composite_annotations(func)
-    if annotated is None:
-        raise RuntimeError(f"composite {func.attrs['Composite']} does not match its own pattern")
-    return annotated
-
-
 def _kind_of(composite: str) -> str:
     spec = _CHAIN_SPECS.get(composite)
     return spec.base if spec else composite.split(".", 1)[1]
+
+
+def _why_not_int8_chain(kind: str, annotated: dict, data: relax.Expr | None) -> str | None:
+    """Why an int8 chain cannot take this float32 conv2d / matmul chain, or None."""
+    weight = annotated["rhs"]
+    if not isinstance(data, relax.Var):
+        if kind == "matmul" and ru.is_constant(annotated.get("lhs")) and not ru.is_constant(weight):
+            return "the constant is the first operand (int8 matmul takes x @ W)"
+        return "its input is a constant"
+    if kind == "matmul":
+        shape = ru.static_shape(weight) if ru.is_constant(weight) else None
+        if shape is None or len(shape) != 2:
+            return "the weight is not a constant 2-D [K, N] tensor"
+    if ru.is_constant(weight) and not np.isfinite(ru.constant_array(weight)).all():
+        return "its weights hold non-finite values (inf or NaN)"
+    return None
 
 
 class _Exclusions:
@@ -199,6 +225,13 @@ class _Exclusions:
                 f"unknown exclude_operators {unknown}; known: {sorted(OPERATOR_GROUPS)}"
             )
         self.kinds = {kind for op in ops for kind in OPERATOR_GROUPS[op]}
+        self.keep_float: dict[str, str] = {}  # layer -> reason, decided by the quantizer
+
+    def with_keep_float(self, keep_float: Mapping[str, str]) -> _Exclusions:
+        """A copy that also keeps ``keep_float`` (layer name -> reason) in float32."""
+        new = copy.copy(self)
+        new.keep_float = {**self.keep_float, **keep_float}
+        return new
 
     def reason(self, name: str, kind: str) -> str | None:
         if name in self.layers:
@@ -235,6 +268,12 @@ class _Planner:
         self.exclusions = exclusions
         self.main = module["main"]
         self.bindings = [b for block in self.main.body.blocks for b in block.bindings]
+        self.outside_dataflow = {
+            b.var
+            for block in self.main.body.blocks
+            if not isinstance(block, relax.DataflowBlock)
+            for b in block.bindings
+        }
         self.producers = {b.var: b for b in self.bindings}
         self.sites: dict[relax.Var, Site] = {}
         self.uses: dict[relax.Var, list[tuple[Site | None, str]]] = {}
@@ -256,7 +295,14 @@ class _Planner:
             var for var in int8 if any(user is None for user, _ in self.uses.get(var, []))
         }
         return QuantPlan(
-            self.module, layers, dict(self.sites), observed, range_of, int8, float_read
+            self.module,
+            layers,
+            dict(self.sites),
+            observed,
+            range_of,
+            int8,
+            float_read,
+            self.exclusions,
         )
 
     # --- layers ------------------------------------------------------------------------
@@ -267,7 +313,9 @@ class _Planner:
         if func is not None:
             chain = str(func.attrs["Composite"])
             kind = _kind_of(chain)
-            annotated = _annotations(func)
+            annotated = composite_annotations(func)
+            if annotated is None:  # a table/annotation mismatch: keep it float32, say so
+                return self._unreadable(binding, counters, kind, chain)
             params = dict(zip(func.params, value.args))
             data = params.get(annotated.get("lhs"))
             residual = params.get(annotated.get("residual"), annotated.get("residual"))
@@ -276,41 +324,62 @@ class _Planner:
             data, residual = value.args[0], None
         else:
             return None
-        name = f"{kind}_{counters.get(kind, 0)}"
-        counters[kind] = counters.get(kind, 0) + 1
-        reason = self._chain_reason(name, kind, value, func, annotated, data)
-        layer = Layer(name, kind, chain, reason is None, reason)
+        name = self._next_name(kind, counters)
+        try:
+            reason_kind, reason = self._chain_reason(name, kind, binding, func, annotated, data)
+        except Exception as err:  # noqa: BLE001 (an unforeseen form: float32, not a crash)
+            logger.warning("quantize: %s (%s) kept float32: %r", name, chain, err)
+            reason_kind, reason = "unsupported", f"the quantizer cannot analyse it ({err!r})"
+        layer = Layer(name, kind, chain, reason is None, reason, reason_kind=reason_kind)
         return Site(layer, binding.var, func, data, residual if chain else None, annotated)
 
-    def _chain_reason(self, name, kind, value, func, annotated, data) -> str | None:
+    @staticmethod
+    def _next_name(kind: str, counters: dict[str, int]) -> str:
+        name = f"{kind}_{counters.get(kind, 0)}"
+        counters[kind] = counters.get(kind, 0) + 1
+        return name
+
+    def _unreadable(self, binding, counters, kind: str, chain: str) -> Site:
+        name = self._next_name(kind, counters)
+        reason = f"the quantizer cannot read its composite {chain} (pattern mismatch)"
+        logger.warning("quantize: %s kept float32: %s", name, reason)
+        layer = Layer(name, kind, chain, False, reason, reason_kind="unsupported")
+        return Site(layer, binding.var, None, None, None, {})
+
+    def _chain_reason(self, name, kind, binding, func, annotated, data):
+        """``(reason kind, reason)`` that keeps the layer float32, or ``(None, None)``."""
         if func is None:
+            if binding.var in self.outside_dataflow:
+                return "unsupported", "it is outside a dataflow block (chains are fused in those)"
+            value = binding.value
             why_not = WHY_NOT.get(value.op.name)
             reason = why_not(value) if why_not else None
-            return reason or "no oneDNN chain fits it (or it leaks an intermediate value)"
+            reason = reason or "no oneDNN chain fits it (or it leaks an intermediate value)"
+            return "unsupported", reason
         excluded = self.exclusions.reason(name, kind)
         if excluded:
-            return excluded
+            return "excluded", excluded
+        kept = self.exclusions.keep_float.get(name)
+        if kept:
+            return "calibration", kept
         if kind not in CHAIN_KINDS:
-            return _POOL_UNDECIDED
-        if not isinstance(data, relax.Var):
-            return "its input is a constant"
-        weight = annotated["rhs"]
-        if kind == "matmul" and not (ru.is_constant(weight) and len(ru.static_shape(weight)) == 2):
-            return "the weight is not a constant 2-D [K, N] tensor"
-        return None
+            return "input", _POOL_UNDECIDED
+        reason = _why_not_int8_chain(kind, annotated, data)
+        return ("unsupported", reason) if reason else (None, None)
 
     def _decide_pools(self) -> None:
         for var, site in list(self.sites.items()):
             if site.layer.reason != _POOL_UNDECIDED:
                 continue
             producer = self.sites.get(site.data)
+            kind = "input"
             if producer is None or not producer.layer.quantized:
                 reason = "its input is not quantized"
             elif not isinstance(var, relax.DataflowVar):
-                reason = "its output leaves the dataflow block"
+                kind, reason = "unsupported", "its output leaves the dataflow block"
             else:
-                reason = None
-            self._replace(var, quantized=reason is None, reason=reason)
+                kind = reason = None
+            self._replace(var, quantized=reason is None, reason=reason, reason_kind=kind)
 
     def _replace(self, var: relax.Var, **changes) -> None:
         site = self.sites[var]
@@ -432,6 +501,47 @@ def plan_quantization(
     """
     exclusions = _Exclusions(exclude_layers, exclude_layers_match, exclude_operators)
     return _Planner(group_chains(prepared), exclusions).plan()
+
+
+def replan(plan: QuantPlan, keep_float: Mapping[str, str]) -> QuantPlan:
+    """``plan`` decided again on the same grouped module, with the layers of ``keep_float``
+    (name -> reason) kept in float32 too. Vars (and so ``observed[...].var``) are shared."""
+    exclusions = plan.exclusions or _Exclusions(None, None, None)
+    return _Planner(plan.module, exclusions.with_keep_float(keep_float)).plan()
+
+
+def without_ranges(plan: QuantPlan, unusable: Mapping[str, str]) -> QuantPlan:
+    """``plan`` with every layer that needs one of the ``unusable`` ranges kept float32.
+
+    ``unusable`` maps range names of ``plan`` to why calibration gives none (non-finite
+    values, the collector returned none...). A layer reading such a tensor as its input or
+    residual stays float32 (its reason says which range and why); a producer whose int8
+    output would need one then writes float32 because of its float32 users. The returned
+    plan needs none of the unusable tensors.
+    """
+    bad = {plan.observed[n].var: (n, why) for n, why in unusable.items() if n in plan.observed}
+    keep: dict[str, str] = {}
+    while True:
+        new = {}
+        for site in plan.sites.values():
+            if not site.layer.quantized:
+                continue
+            for role, operand in (("input", site.data), ("residual", site.residual)):
+                name = plan.range_of.get(operand) if operand is not None else None
+                if name is not None and plan.observed[name].var in bad:
+                    source, why = bad[plan.observed[name].var]
+                    new[site.layer.name] = f"no calibration range for its {role} ({source}: {why})"
+                    break
+        if not new:  # a producer that would still write int8 into an unusable range
+            for name, observed in plan.observed.items():
+                producer = plan.sites.get(observed.var)
+                if observed.var in bad and producer is not None and producer.layer.quantized:
+                    source, why = bad[observed.var]
+                    new[producer.layer.name] = f"no calibration range for its output ({why})"
+        if not new:
+            return plan
+        keep.update(new)
+        plan = replan(plan, keep)
 
 
 def quantizable_layers(

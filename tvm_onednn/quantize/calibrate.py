@@ -19,6 +19,7 @@ import itertools
 import logging
 import sys
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -40,7 +41,7 @@ from ..target import host_target_spec
 from .annotate import QuantPlan
 from .inline import CompositeInliner, with_main
 
-__all__ = ["calibrate", "instrument"]
+__all__ = ["BACKENDS", "CalibrationRun", "calibrate", "instrument", "run_calibration"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,14 +85,94 @@ def instrument(plan: QuantPlan) -> tvm.IRModule:
     return with_main(plan.module, new_main)
 
 
-def _build(mod: tvm.IRModule) -> relax.VirtualMachine:
-    target = tvm.target.Target(host_target_spec())
-    try:
-        executable = tvm.compile(mod, target=target, relax_pipeline="onednn")
-    except Exception as err:  # noqa: BLE001 (any build failure: use TVM's kernels instead)
-        logger.warning("calibration: the oneDNN build failed (%s); using TVM's pipeline", err)
-        executable = tvm.compile(mod, target=target, relax_pipeline="default")
-    return relax.VirtualMachine(executable, tvm.cpu())
+def first_line(err: BaseException) -> str:
+    """``Type: first line`` of an error (TVM errors carry long tracebacks in their text)."""
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    text = lines[0] if lines else ""
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+#: The backends the calibration module is built for, in order of preference.
+BACKENDS = ("onednn", "default")
+
+
+class _Calibrator:
+    """The instrumented module, built for the first backend that compiles and runs it.
+
+    ``"onednn"`` (float32 oneDNN kernels) first; when its build, or its first run, fails,
+    TVM's ``"default"`` pipeline (slow, untuned kernels, but it compiles every Relax op).
+    ``fallbacks`` records each backend given up on, with the error's first line.
+    """
+
+    def __init__(self, mod: tvm.IRModule):
+        self.mod = mod
+        self.target = tvm.target.Target(host_target_spec())
+        self.fallbacks: list[tuple[str, str]] = []  # (backend, first line of its error)
+        self.backend: str | None = None
+        self.vm: relax.VirtualMachine | None = None
+        self.verified = False  # a batch ran on the current backend
+        self._next = iter(BACKENDS)
+        self._advance()
+
+    def _advance(self) -> None:
+        for backend in self._next:
+            try:
+                executable = tvm.compile(self.mod, target=self.target, relax_pipeline=backend)
+            except Exception as err:  # noqa: BLE001 (any build failure: try the next one)
+                self._give_up(backend, "build", err)
+                continue
+            self.backend, self.vm = backend, relax.VirtualMachine(executable, tvm.cpu())
+            return
+        self.backend, self.vm = None, None
+
+    def _give_up(self, backend: str, stage: str, err: BaseException) -> None:
+        line = first_line(err)
+        self.fallbacks.append((backend, f"{stage} failed: {line}"))
+        logger.warning("calibration: the %s %s failed (%s)", backend, stage, line)
+
+    def __call__(self, args: list) -> list:
+        """Run one batch; on a backend's first run, a failure moves on to the next one."""
+        while self.vm is not None:
+            try:
+                result = self.vm["main"](*args)
+            except Exception as err:  # noqa: BLE001
+                if self.verified:
+                    raise
+                self._give_up(self.backend, "run", err)
+                self._advance()
+                continue
+            self.verified = True
+            return result
+        raise CalibrationError(self.error())
+
+    def error(self) -> str:
+        tried = "; ".join(f"{b} {why}" for b, why in self.fallbacks)
+        return f"the calibration module runs on no backend ({tried})"
+
+
+@dataclass
+class CalibrationRun:
+    """What one calibration pass gave.
+
+    Attributes:
+        ranges: ``{range name: (min, max)}``, validated; names without a usable range are
+            absent (see ``unusable``).
+        unusable: ``{range name: why there is no range}`` (non-finite values observed, the
+            collector returned none, the module ran on no backend).
+        batches: calibration batches run.
+        backend: the pipeline the calibration module ran with (``"onednn"``, or
+            ``"default"`` after a oneDNN failure), None when it ran on none.
+        fallbacks: ``[(backend, "build failed: <first line of the error>")]`` for every
+            backend given up on, in order.
+        collector: the collector's class name.
+    """
+
+    ranges: dict[str, Range]
+    unusable: dict[str, str] = field(default_factory=dict)
+    batches: int = 0
+    backend: str | None = None
+    fallbacks: list[tuple[str, str]] = field(default_factory=list)
+    collector: str = ""
 
 
 class _Inputs:
@@ -205,6 +286,100 @@ def _outputs(result, count: int) -> list:
     return fields[len(fields) - count :]
 
 
+def run_calibration(
+    plan: QuantPlan,
+    calib_data: Iterable,
+    collector: CalibrationCollector,
+    num_calib_batches: int | None = None,
+) -> CalibrationRun:
+    """Run ``calib_data`` through the float32 model; the collector's ranges and how it went.
+
+    Problems of the model are not errors: a tensor holding inf / NaN is not given to the
+    collector and gets no range, nor does one the collector returns no range for; a module
+    that builds on no backend gives no ranges at all (``CalibrationRun.unusable`` says why
+    for each name; the quantizer keeps the layers that need them float32).
+
+    Raises:
+        CalibrationError: no batches, batches that do not match the model's inputs (names,
+            shapes, dtypes), a batch that fails to run once a first one ran, or ranges from
+            ``post_collect`` that are malformed (not a mapping, NaN, min > max...).
+    """
+    names = plan.range_names
+    collector_name = type(collector).__name__
+    mod = instrument(plan)
+    inputs = _Inputs(mod["main"])
+    batches, total = _batches(calib_data, num_calib_batches)
+    calibrator = _Calibrator(mod)
+    if calibrator.vm is None:
+        why = calibrator.error()
+        logger.warning("calibration: %s; every layer stays float32", why)
+        return CalibrationRun(
+            {}, dict.fromkeys(names, why), 0, None, calibrator.fallbacks, collector_name
+        )
+    nonfinite: dict[str, str] = {}
+    progress = _progress(total)
+    count = 0
+    try:
+        for count, batch in enumerate(batches, start=1):
+            args = [tvm.runtime.tensor(a) for a in inputs(batch, count - 1)]
+            try:
+                result = calibrator(args)
+            except CalibrationError:
+                raise
+            except Exception as err:  # noqa: BLE001
+                raise CalibrationError(
+                    f"calibration batch {count - 1} failed on the {calibrator.backend} "
+                    f"pipeline: {first_line(err)}"
+                ) from err
+            for name, tensor in zip(names, _outputs(result, len(names))):
+                if name in nonfinite:
+                    continue
+                arr = as_calib_array(tensor)
+                why = _nonfinite(arr)
+                if why:
+                    nonfinite[name] = why
+                    logger.warning("calibration: %s holds %s: no range for it", name, why)
+                    continue
+                collector.collect(name, plan.observed[name].op_name, arr)
+            progress.update(1)
+    finally:
+        progress.close()
+    if count == 0:
+        raise CalibrationError("calib_data is empty: no calibration batch to run")
+    logger.info(
+        "calibration: %d batch(es) on the %s pipeline, %d tensors observed",
+        count,
+        calibrator.backend,
+        len(names),
+    )
+    returned = collector.post_collect()
+    try:
+        if not isinstance(returned, Mapping):
+            validate_ranges(returned)  # raises: not a mapping
+        present = {n: returned[n] for n in names if n in returned and n not in nonfinite}
+        ranges = validate_ranges(present)
+    except CalibrationError as err:
+        raise CalibrationError(
+            f"{collector_name}.post_collect() returned unusable ranges: {err}"
+        ) from None
+    unusable = {
+        n: nonfinite.get(n, f"{collector_name}.post_collect() returned no range for it")
+        for n in names
+        if n not in ranges
+    }
+    return CalibrationRun(
+        ranges, unusable, count, calibrator.backend, calibrator.fallbacks, collector_name
+    )
+
+
+def _nonfinite(arr: np.ndarray) -> str | None:
+    """``"non-finite values (NaN and inf)"`` when the array holds any, else None."""
+    if arr.dtype.kind != "f" or np.isfinite(arr).all():
+        return None
+    kinds = [k for k, f in (("NaN", np.isnan), ("inf", np.isinf)) if f(arr).any()]
+    return f"non-finite values ({' and '.join(kinds)})"
+
+
 def calibrate(
     plan: QuantPlan,
     calib_data: Iterable,
@@ -213,34 +388,15 @@ def calibrate(
 ) -> dict[str, Range]:
     """Run ``calib_data`` through the float32 model and return the collector's ranges.
 
+    Every name of ``plan.range_names`` gets a range, or this raises (the quantizer itself
+    uses :func:`run_calibration`, which keeps going without the unusable ones).
+
     Raises:
-        CalibrationError: no batches, batches that do not match the model's inputs (names,
-            shapes, dtypes), or ranges from ``post_collect`` that are unusable (NaN, min > max,
-            a needed layer missing).
+        CalibrationError: as :func:`run_calibration`, and when some name has no usable range
+            (the message names them and says why).
     """
-    names = plan.range_names
-    mod = instrument(plan)
-    inputs = _Inputs(mod["main"])
-    vm = _build(mod)
-    batches, total = _batches(calib_data, num_calib_batches)
-    progress = _progress(total)
-    count = 0
-    try:
-        for count, batch in enumerate(batches, start=1):
-            args = [tvm.runtime.tensor(a) for a in inputs(batch, count - 1)]
-            observed = _outputs(vm["main"](*args), len(names))
-            for name, tensor in zip(names, observed):
-                collector.collect(name, plan.observed[name].op_name, as_calib_array(tensor))
-            progress.update(1)
-    finally:
-        progress.close()
-    if count == 0:
-        raise CalibrationError("calib_data is empty: no calibration batch to run")
-    logger.info("calibration: %d batch(es), %d tensors observed", count, len(names))
-    ranges = collector.post_collect()
-    try:
-        return validate_ranges(ranges, expected_layers=names)
-    except CalibrationError as err:
-        raise CalibrationError(
-            f"{type(collector).__name__}.post_collect() returned unusable ranges: {err}"
-        ) from None
+    run = run_calibration(plan, calib_data, collector, num_calib_batches)
+    if run.unusable:
+        listed = "; ".join(f"{n}: {why}" for n, why in list(run.unusable.items())[:10])
+        raise CalibrationError(f"no usable range for {len(run.unusable)} tensor(s): {listed}")
+    return run.ranges
