@@ -369,7 +369,7 @@ def from_onnx(
 
     try:
         folded, report = fold_shapes(model, shapes)
-        mod = _import(folded, specs)
+        mod = _import(folded, specs, quiet=plain is not None)
     except Exception as err:  # noqa: BLE001
         why = str(err) if isinstance(err, ModelImportError) else _why(err)
         if plain is not None:
