@@ -24,8 +24,6 @@ def rewrite_relax_functions(
     return relax.transform.DeadCodeElimination()(new_mod) if eliminate_dead_code else new_mod
 
 
-
-
 # What ``relax.dpl.rewrite_call`` hands a rewriter is not always the call a pattern
 # describes: the root may arrive as a variable bound to it (``y = lv`` after ``lv =
 # minimum(...)``), a sub-pattern's match as the variable bound to that call, and a

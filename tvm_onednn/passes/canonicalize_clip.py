@@ -90,7 +90,7 @@ def _is_clip_of(expr: relax.Expr, x: relax.Expr, bounds: list[relax.Expr]) -> bo
     if any(ru.scalar_value(b) is None for b in bounds):
         return False
     dtype = ru.dtype(x)
-    if dtype is None or not ("float" in dtype):
+    if dtype is None or "float" not in dtype:
         return False
     return tvm_ffi.structural_equal(expr.ty, x.ty)
 
