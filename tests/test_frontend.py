@@ -87,20 +87,8 @@ def _ort(blob: bytes, feeds: dict) -> np.ndarray:
     return session.run(None, feeds)[0]
 
 
-# TVM 0.27's CPU fusion passes (FuseOps/FuseTIR) intermittently reject the YOLOv8 head's tail
-# (split 144 -> 64 + 80, softmax / sigmoid) with this message, roughly once in 5-20 compiles of
-# the very same module: a nondeterminism in TVM, not in the import. Retried, only for it.
-_TVM_FUSETIR_FLAKE = "expected an integer argument with value"
-
-
-def _compile(mod, target, pipeline: str, attempts: int = 3):
-    for attempt in range(attempts):
-        try:
-            return tvm.compile(mod, target, relax_pipeline=pipeline)
-        except tvm.error.InternalError as err:
-            if _TVM_FUSETIR_FLAKE not in str(err) or attempt == attempts - 1:
-                raise
-    raise AssertionError("unreachable")
+def _compile(mod, target, pipeline: str):
+    return tvm.compile(mod, target, relax_pipeline=pipeline)
 
 
 def _run(mod, x: np.ndarray, pipeline: str = "onednn") -> np.ndarray:

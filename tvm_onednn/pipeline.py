@@ -30,6 +30,7 @@ from tvm.relax.backend.cpu_generic import pipeline as cpu
 from tvm.s_tir import meta_schedule as ms
 
 from .byoc.partition import PartitionForOneDNN
+from .passes import IsolateExternTupleItems
 from .target import host_target_spec
 
 PHASES = ("partitioned", "offloaded", "legalized", "tuned", "lowered")
@@ -68,9 +69,18 @@ def _no_trace(phase: str, mod: tvm.IRModule) -> None:
 
 
 def legalize_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
-    """TVM's CPU legalization and fusion of the ops that stay with TVM (after offload)."""
-    passes = [relax.transform.DecomposeOpsForInference()]
-    return passes + cpu.library_dispatch_passes(target) + cpu.legalize_passes(target)
+    """TVM's CPU legalization and fusion of the ops that stay with TVM (after offload).
+
+    :class:`IsolateExternTupleItems` runs right before ``FuseOps``: it keeps the outputs of
+    multi-output oneDNN regions out of fused kernels, where TVM 0.27 mis-binds them in
+    some runs.
+    """
+    passes = [relax.transform.DecomposeOpsForInference(), *cpu.library_dispatch_passes(target)]
+    for legalize in cpu.legalize_passes(target):
+        if legalize.info.name == "FuseOps":
+            passes.append(IsolateExternTupleItems())
+        passes.append(legalize)
+    return passes
 
 
 def lower_for_tvm(

@@ -5,6 +5,7 @@ from .canonicalize_gelu import CanonicalizeGelu
 from .fold_batchnorm import FoldBatchNormIntoConv
 from .fold_constant_calls import FoldConstantCalls
 from .fold_constants_numpy import FoldConstantsWithNumpy
+from .isolate_extern_tuple_items import IsolateExternTupleItems
 from .rewrite_stack_sum import RewriteStackSum
 from .well_formed import IllFormedModuleError, WellFormedCheck
 
@@ -15,6 +16,7 @@ __all__ = [
     "FoldConstantCalls",
     "FoldConstantsWithNumpy",
     "IllFormedModuleError",
+    "IsolateExternTupleItems",
     "RewriteStackSum",
     "WellFormedCheck",
 ]
