@@ -1,6 +1,7 @@
 """Partitioning: which chains form regions, region names, reasons for what stays with TVM."""
 
 import numpy as np
+import tvm_ffi
 from tvm import relax, topi
 
 import tvm_onednn
@@ -176,3 +177,36 @@ def test_summary_counts_call_sites_of_shared_regions():
     assert summary.regions == 3
     assert summary.composites == {"onednn.conv2d_relu": 3}
     assert summary.offloaded_ops["relax.nn.conv2d"] == 3
+
+
+@tvm_ffi.register_global_func("tests.partition.double", override=True)
+def _double(x, out):
+    out.copyfrom(x.numpy() * 2)
+
+
+def _extern_then_matmul_module():
+    """``main`` calls a packed function (TVM's MergeCompositeFunctions rejects that)."""
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType([4, 8], "float32"))
+    w = relax.const(np.random.default_rng(6).standard_normal((8, 8)).astype("float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            doubled = bb.emit(
+                relax.call_dps_packed(
+                    "tests.partition.double", (x,), relax.TensorType([4, 8], "float32")
+                )
+            )
+            hidden = bb.emit(relax.op.nn.relu(relax.op.matmul(doubled, w)))
+            gv = bb.emit_output(relax.op.nn.relu(relax.op.matmul(hidden, w)))
+        bb.emit_func_output(gv)
+    return bb.finalize()
+
+
+def test_modules_merge_rejects_still_offload():
+    mod = _extern_then_matmul_module()
+    partitioned = partition_for_onednn(mod)
+    relax.analysis.well_formed(partitioned)
+    assert tvm_onednn.offload_summary(mod).composites == {"onednn.matmul_relu": 2}
+    x = np.random.default_rng(7).standard_normal((4, 8)).astype("float32")
+    expected = Runner(build(mod, "default"))(x)
+    np.testing.assert_allclose(Runner(build(mod))(x), expected, rtol=1e-5, atol=1e-5)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
@@ -16,6 +18,9 @@ from ..passes import (
 from .chains import BACKEND
 from .patterns import pattern_table
 from .qpartition import fuse_quantized, merge_functions, split_composites
+
+
+logger = logging.getLogger(__name__)
 
 
 def prepare_for_onednn(mod: tvm.IRModule) -> tvm.IRModule:
@@ -101,8 +106,53 @@ class PartitionForOneDNN:
         mod = relax.transform.FuseOpsByPattern(
             pattern_table(), bind_constants=True, annotate_codegen=False
         )(mod)
-        mod = relax.transform.MergeCompositeFunctions()(mod)
-        return name_regions(mod)
+        return name_regions(merge_composites(mod))
+
+
+def merge_composites(mod: tvm.IRModule) -> tvm.IRModule:
+    """Group neighbouring composites into ``Codegen="onednn"`` regions.
+
+    TVM's ``MergeCompositeFunctions`` rejects some valid modules (``main`` calling an
+    ``ExternFunc`` through ``call_dps_packed``, ``MatchCast`` bindings); those get one region
+    per composite instead, which runs the same kernels with a layout reorder more between
+    neighbours.
+    """
+    if not _composites(mod):
+        return mod
+    try:
+        return relax.transform.MergeCompositeFunctions()(mod)
+    except (RuntimeError, TypeError) as err:  # TVM raises InternalError (a RuntimeError)
+        logger.info("MergeCompositeFunctions failed (%s); one region per composite", err)
+        return wrap_composites(mod)
+
+
+def _composites(mod: tvm.IRModule) -> dict[tvm.ir.GlobalVar, relax.Function]:
+    return {
+        gv: func
+        for gv, func in mod.functions.items()
+        if isinstance(func, relax.Function) and func.attrs and "Composite" in func.attrs
+    }
+
+
+def wrap_composites(mod: tvm.IRModule) -> tvm.IRModule:
+    """Each composite function in a region function of its own (``Codegen="onednn"``)."""
+    composites = _composites(mod)
+    builder = relax.BlockBuilder()
+    renames = {}
+    for gv, composite in composites.items():
+        params = [relax.Var(p.name, p.ty) for p in composite.params]
+        with builder.function(gv.name_hint, params, {"Codegen": BACKEND}, private=True):
+            with builder.dataflow():
+                local = builder.emit(composite, "composite")
+                out = builder.emit_output(relax.Call(local, params))
+            builder.emit_func_output(out)
+        renames[gv] = builder.get().get_global_var(gv.name_hint)
+    functions = dict(builder.finalize().functions)
+    renamer = _GlobalVarRenamer(mod, renames)
+    for gv, func in mod.functions.items():
+        if gv not in composites:
+            functions[gv] = renamer.visit_expr(func) if isinstance(func, relax.Function) else func
+    return tvm.IRModule(functions, attrs=mod.attrs)
 
 
 def partition_for_onednn(mod: tvm.IRModule) -> tvm.IRModule:
