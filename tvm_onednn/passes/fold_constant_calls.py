@@ -2,10 +2,11 @@
 
 ``relax.transform.FoldConstant`` legalizes *every* operator call of a dataflow block before
 it looks at the arguments, and legalization (``BlockBuilder.call_te``) asserts on any
-tensor whose shape is not a ``ShapeExpr``: one ``R.Tensor(ndim=4)`` value (what a
-YOLOv8 import has after a data-dependent Resize/Range) and the whole pass dies with
-``emit_te now only supports Tensor that has ShapeExpr shape``, folding nothing. It also
-legalizes every conv of the model just to throw the result away.
+tensor whose shape is not a ``ShapeExpr``: one ``R.Tensor(ndim=3)`` value (a YOLOv8
+import has eleven, downstream of the box ``chunk``'s Slice with run-time bounds, a
+``dynamic_strided_slice``) and the whole pass dies with ``emit_te now only supports Tensor
+that has ShapeExpr shape``, folding nothing. It also legalizes every conv of the model
+just to throw the result away.
 
 This pass selects the calls whose inputs are all constants (or bindings already selected)
 and whose result has a static shape, copies them into a scratch function, runs
