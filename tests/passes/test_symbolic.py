@@ -249,11 +249,6 @@ def test_prepare_for_onednn_with_symbolic_batch():
     assert _ops(prepared) == ["relax.nn.conv2d", "relax.add", "relax.nn.relu"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="prepare_for_onednn (byoc/partition.py) runs relax.transform.FoldConstant, which "
-    "raises on unknown shapes; replace it with passes.FoldConstantCalls",
-)
 def test_prepare_for_onednn_with_unknown_shape():
     mod = _conv_bn_relu_module(relax.TensorType(ndim=4, dtype="float32"))
     assert _ops(prepare_for_onednn(mod)) == ["relax.nn.conv2d", "relax.add", "relax.nn.relu"]

@@ -12,6 +12,7 @@ from ..passes import (
     CanonicalizeClip,
     CanonicalizeGelu,
     FoldBatchNormIntoConv,
+    FoldConstantCalls,
     FoldConstantsWithNumpy,
     RewriteStackSum,
 )
@@ -28,7 +29,7 @@ def prepare_for_onednn(mod: tvm.IRModule) -> tvm.IRModule:
     return tvm.transform.Sequential(
         [
             FoldConstantsWithNumpy(),  # the cheap bulk of folding, without compiling
-            relax.transform.FoldConstant(),  # whatever numpy does not know
+            FoldConstantCalls(),  # whatever numpy does not know (TVM folds it)
             CanonicalizeClip(),
             CanonicalizeGelu(),
             RewriteStackSum(),

@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ._graph import GraphBuilder
+from .graph_builder import GraphBuilder
 
 __all__ = ["resnet_onnx", "small_resnet_onnx", "RESNET_LAYERS", "STAGE_PLANES"]
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 import onnx
 
-from ._graph import GraphBuilder
+from .graph_builder import GraphBuilder
 
 __all__ = ["encoder_block_onnx", "mlp_onnx"]
 

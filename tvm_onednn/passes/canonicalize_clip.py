@@ -16,7 +16,7 @@ from tvm.relax.dpl.pattern import is_const, is_op, wildcard
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from .. import relax_utils as ru
-from ._rewrite import as_call, bound_calls, matched_operand, rewrite_relax_functions
+from .rewrite_helpers import as_call, bound_calls, matched_operand, rewrite_relax_functions
 
 _MAX_FLOAT = 3.4028234663852886e38
 

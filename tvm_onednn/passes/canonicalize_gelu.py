@@ -14,7 +14,7 @@ from tvm import relax
 from tvm.relax.dpl.pattern import DFPattern, is_const, is_op, wildcard
 
 from .. import relax_utils as ru
-from ._rewrite import as_call, bound_calls, matched_operand, rewrite_relax_functions
+from .rewrite_helpers import as_call, bound_calls, matched_operand, rewrite_relax_functions
 
 
 def _commutative(op: str, a: DFPattern, b: DFPattern) -> DFPattern:

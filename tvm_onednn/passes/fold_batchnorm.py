@@ -19,7 +19,7 @@ from tvm import relax
 from tvm.relax.dpl.pattern import is_const, is_op, is_tuple_get_item, wildcard
 
 from .. import relax_utils as ru
-from ._rewrite import as_call, bound_calls, rewrite_relax_functions
+from .rewrite_helpers import as_call, bound_calls, rewrite_relax_functions
 
 
 def _per_channel(expr: relax.Expr, channels: int) -> np.ndarray | None:
@@ -73,7 +73,7 @@ def _fold(func: relax.Function) -> relax.Function:
         new_w = (w.astype(np.float64) * scale.reshape(-1, 1, 1, 1)).astype(w.dtype)
         new_b = (b - mu) * scale + bt
         new_conv = relax.op.nn.conv2d(
-            conv_call.args[0],  # not m[data]: see _rewrite.py
+            conv_call.args[0],  # not m[data]: see rewrite_helpers.py
             relax.const(new_w, str(w.dtype)),
             strides=attrs.strides,
             padding=attrs.padding,

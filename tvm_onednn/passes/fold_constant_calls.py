@@ -23,7 +23,7 @@ from tvm.ir.expr import Constant
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from .. import relax_utils as ru
-from ._rewrite import rewrite_relax_functions
+from .rewrite_helpers import rewrite_relax_functions
 
 _LITERALS = (Constant, tirx.IntImm, tirx.FloatImm, tvm.ir.StringImm)
 

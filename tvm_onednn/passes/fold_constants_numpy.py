@@ -17,7 +17,7 @@ from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from .. import relax_utils as ru
-from ._rewrite import rewrite_relax_functions
+from .rewrite_helpers import rewrite_relax_functions
 
 
 def _axes(call: relax.Call) -> list[int] | None:

@@ -18,7 +18,7 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from ._rewrite import rewrite_relax_functions
+from .rewrite_helpers import rewrite_relax_functions
 
 _CALL_DPS_PACKED = tvm.ir.Op.get("relax.call_dps_packed")
 

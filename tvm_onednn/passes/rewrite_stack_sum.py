@@ -15,7 +15,7 @@ from tvm import relax
 from tvm.relax.dpl.pattern import is_op, wildcard
 
 from .. import relax_utils as ru
-from ._rewrite import as_call, bound_calls, rewrite_relax_functions
+from .rewrite_helpers import as_call, bound_calls, rewrite_relax_functions
 
 
 def _known_shape(expr: relax.Expr) -> relax.ShapeExpr | None:
