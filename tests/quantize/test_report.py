@@ -2,8 +2,10 @@
 
 import json
 
+import numpy as np
 import pytest
 import tvm
+from tvm import relax
 
 import tvm_onednn
 from tvm_onednn.quantize import QuantizeReport, quantize
@@ -100,6 +102,22 @@ def test_weight_encodings_follow_the_isa(avx2_cpu):
     assert report.layer("conv2d_1").weights == "s8 per-channel, 8-bit, pair sums <= 128"
     assert report.layer("matmul_0").weights == "s8 per-channel, 8-bit, pair sums <= 128"
     assert "no int8 dot products (AVX2)" in str(report)
+
+
+def test_depthwise_weights_have_no_pairs(avx2_cpu):
+    rng = np.random.default_rng(0)
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType([1, 8, 8, 8], "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            w = relax.const((rng.standard_normal((8, 1, 3, 3)) * 0.3).astype("float32"))
+            y = bb.emit(relax.op.nn.relu(bb.emit(relax.op.nn.conv2d(x, w, padding=1, groups=8))))
+            gv = bb.emit_output(y)
+        bb.emit_func_output(gv)
+    batch = [np.abs(rng.standard_normal((1, 8, 8, 8))).astype("float32")]  # u8 data
+    _, report = quantize(bb.finalize(), batch, return_report=True)
+    assert report.layer("conv2d_0").input_dtype == "uint8"
+    assert report.layer("conv2d_0").weights == "s8 per-channel, 8-bit"  # not pair-bounded
 
 
 def test_tensor_wise_and_forced_dtype(vnni_cpu):

@@ -23,10 +23,12 @@ first run) failed, with the first line of that error.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
+from .. import relax_utils as ru
 from ..calib.collector import Range
 from .annotate import CHAIN_KINDS, REASON_KINDS, QuantPlan
 from .calibrate import CalibrationRun
@@ -249,6 +251,12 @@ def describe_encoding(encoding: WeightEncoding, granularity: str) -> str:
     return text
 
 
+def _one_input_channel(weight, kind: str) -> bool:
+    """A conv summing over one input channel per group (depthwise): no weight pairs."""
+    shape = ru.static_shape(weight) if weight is not None else None
+    return kind == "conv2d" and shape is not None and len(shape) == 4 and shape[1] == 1
+
+
 def _int8_chain(chain: str | None) -> str | None:
     if chain is None or "." not in chain:
         return None
@@ -291,6 +299,8 @@ def build_report(
         weights = None
         if layer.kind in CHAIN_KINDS:
             encoding = _weights.weight_encoding(src, layer.kind)
+            if _one_input_channel(site.annotated.get("rhs"), layer.kind):
+                encoding = dataclasses.replace(encoding, pair_limit=None)  # no pairs to bound
             weights = describe_encoding(encoding, quantize_granularity)
         layers.append(
             LayerReport(
