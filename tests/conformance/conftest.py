@@ -1,6 +1,10 @@
-"""Session summary of the conformance suite: skip reasons, grouped failures, int8 cosines.
+"""Conformance suite (issue 10): the reference worker and the session summary.
 
-``CONFORMANCE_REPORT=<path>`` also writes the raw records as JSON.
+Run: ``.venv/bin/python -m pytest tests/conformance`` (add ``-k`` to select cases, e.g.
+``-k "test_conv or gemm"``). The summary at the end counts skip reasons (what TVM itself
+cannot do), groups failures by stage and first error line, and lists int8 cosines and
+the slowest steps. ``CONFORMANCE_REPORT=<path>`` also writes the raw records as JSON;
+``CONFORMANCE_WORKERS=0`` computes the default-pipeline references in this process.
 """
 
 import collections
@@ -19,19 +23,28 @@ def _group_key(error: str) -> str:
 
 
 def pytest_collection_finish(session):
-    """Start computing the default-pipeline references of the selected node cases."""
+    """Queue the work the worker process shares, in the order the tests need it."""
+    from . import test_light_models, test_onnx_node
+
     jobs = []
     for item in session.items:
         callspec = getattr(item, "callspec", None)
-        if item.module.__name__.endswith("test_onnx_node") and callspec is not None:
-            job = (callspec.params["name"], item.originalname.endswith("_frozen"))
-            if job not in jobs:
-                jobs.append(job)
-    h.start_reference_worker(jobs)
+        if callspec is None:
+            continue
+        name = callspec.params.get("name")
+        if item.originalname == "test_light_int8":
+            jobs.append((("light-int8", name), test_light_models.int8_outputs, name))
+        elif item.module is test_onnx_node:
+            frozen = item.originalname.endswith("_frozen")
+            jobs.append((("default", name, frozen), h.default_verdict, name, frozen))
+    # Light int8 builds first: this process starts with the light fp32 builds.
+    jobs.sort(key=lambda job: job[0][0] != "light-int8")
+    unique = list({job[0]: job for job in jobs}.values())
+    h.start_worker(unique)
 
 
 def pytest_sessionfinish(session, exitstatus):
-    h.stop_reference_worker()
+    h.stop_worker()
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
@@ -79,12 +92,18 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if h.TIMINGS:
         slow = sorted(h.TIMINGS.items(), key=lambda kv: -kv[1])[:8]
         tr.write_line("slowest steps: " + ", ".join(f"{k} {v:.1f}s" for k, v in slow))
+    if h.CPU_TIMES:
+        tr.write_line(
+            "light models (wall / CPU s): "
+            + ", ".join(f"{k} {h.TIMINGS.get(k, 0):.0f}/{v:.0f}" for k, v in sorted(h.CPU_TIMES.items()))
+        )
     path = os.environ.get("CONFORMANCE_REPORT")
     if path:
         with open(path, "w", encoding="utf-8") as f:
             json.dump(
                 {"failures": h.RESULTS, "skips": h.SKIPS, "cosines": h.COSINES,
                  "int8_layers": h.INT8_LAYERS, "logit_errors": h.LOGIT_ERRORS,
-                 "offloaded_regions": h.OFFLOADED, "timings": h.TIMINGS},
+                 "offloaded_regions": h.OFFLOADED, "timings": h.TIMINGS,
+                 "cpu_times": h.CPU_TIMES},
                 f, indent=1, sort_keys=True,
             )

@@ -6,8 +6,11 @@ The rule under test: the ``"onednn"`` relax pipeline must never turn a model tha
 int8 build must run.
 
 Everything that both the fp32 and the int8 tests of a case need (the imported module, the
-default-pipeline verdict) is computed once per process and cached here, so the suite
-compiles each case with ``"default"`` exactly once.
+default-pipeline verdict) is computed once per session and cached here, so the suite
+compiles each case with ``"default"`` exactly once. The default-pipeline verdicts and the
+light models' int8 builds are computed by a worker process started when collection ends
+(``conftest.py``), in test order, while this process compiles with ``"onednn"``;
+``CONFORMANCE_WORKERS=0`` computes them inline instead (the default on one core).
 
 Outcomes are recorded in :data:`RESULTS` (``case -> {stage: message}``) and summarised
 by ``conftest.py`` at the end of the session: skip reasons counted, failures grouped by
@@ -67,7 +70,8 @@ COSINES: dict[str, float] = {}  # "<test>[<case>]" -> min cosine(int8 output, ex
 INT8_LAYERS: dict[str, int] = {}  # "<test>[<case>]" -> layers with int8 weights
 LOGIT_ERRORS: dict[str, float] = {}  # "<test>[<model>]" -> int8 vs fp32 pre-softmax rel. error
 OFFLOADED: dict[str, int] = {}  # "<test>[<case>]" -> oneDNN regions of a passing fp32 case
-TIMINGS: dict[str, float] = {}  # "<what>[<case>]" -> seconds
+TIMINGS: dict[str, float] = {}  # "<what>[<case>]" -> wall seconds
+CPU_TIMES: dict[str, float] = {}  # "<what>[<model>]" -> CPU seconds of this process (light models)
 
 
 def target() -> tvm.target.Target:
@@ -313,7 +317,7 @@ def _prepare(name: str, frozen: bool) -> Reference:
 def default_verdict(name: str, frozen: bool) -> tuple[str, float]:
     """``("", seconds)`` when TVM's ``"default"`` pipeline reproduces the case, else the reason.
 
-    Runs in the reference worker process (see :func:`start_reference_worker`) or inline.
+    Runs in the reference worker process (see :func:`start_worker`) or inline.
     """
     start = time.perf_counter()
     ref = _prepare(name, frozen)
@@ -337,45 +341,57 @@ def default_verdict(name: str, frozen: bool) -> tuple[str, float]:
     return "", time.perf_counter() - start
 
 
-# The default-pipeline references are computed by one worker process while this process
-# compiles with "onednn" (both are mostly single-threaded LLVM codegen): on 2 cores this
-# nearly halves the suite's wall time. CONFORMANCE_WORKERS=0 computes them inline.
-_FUTURES: dict[tuple[str, bool], object] = {}
+# Work shared with one worker process while this process compiles with "onednn" (both
+# mostly single-threaded LLVM codegen; on 2 cores this nearly halves the wall time): the
+# int8 builds of the light models, then the default-pipeline verdicts of the node cases,
+# in test order. A job the worker has not started when its test needs it is done inline
+# instead. CONFORMANCE_WORKERS=0 does everything inline.
+_FUTURES: dict[tuple, object] = {}
 _POOL = None
 
 
-def start_reference_worker(jobs: list[tuple[str, bool]]) -> None:
-    """Queue the default-pipeline verdicts of ``jobs`` (in test order) in a worker process."""
+def start_worker(jobs: list[tuple]) -> None:
+    """Queue ``jobs`` (``(key, function, *args)``, picklable, in test order) in a worker."""
     global _POOL
     import concurrent.futures
     import multiprocessing
     import os
 
-    workers = int(os.environ.get("CONFORMANCE_WORKERS", "1" if len(os.sched_getaffinity(0)) > 1 else "0"))
-    if workers <= 0 or not jobs:
+    default = "1" if len(os.sched_getaffinity(0)) > 1 else "0"
+    if int(os.environ.get("CONFORMANCE_WORKERS", default)) <= 0 or not jobs:
         return
     _POOL = concurrent.futures.ProcessPoolExecutor(
-        max_workers=workers, mp_context=multiprocessing.get_context("spawn")
+        max_workers=1, mp_context=multiprocessing.get_context("spawn")
     )
-    for job in jobs:
-        _FUTURES[job] = _POOL.submit(default_verdict, *job)
+    for key, fn, *args in jobs:
+        _FUTURES[key] = _POOL.submit(fn, *args)
 
 
-def stop_reference_worker() -> None:
+def stop_worker() -> None:
     if _POOL is not None:
         _POOL.shutdown(wait=False, cancel_futures=True)
 
 
-def _verdict(name: str, frozen: bool) -> tuple[str, float]:
-    future = _FUTURES.pop((name, frozen), None)
-    # Not started yet (the worker is behind): do it here instead of waiting.
+def shared(key: tuple, fn, *args):
+    """``fn(*args)``: the worker's result if it has it or is computing it, else computed here.
+
+    Returns ``None`` when the worker died on this job (a crash of TVM or the plugin).
+    """
+    future = _FUTURES.pop(key, None)
     if future is not None and not future.cancel():
         try:
             return future.result()
-        except Exception as err:  # noqa: BLE001  (BrokenProcessPool: the worker died)
-            if "terminated abruptly" in str(err):
-                return f"TVM default pipeline crashed the reference process: {first_line(err)}", 0.0
-    return default_verdict(name, frozen)
+        except Exception as err:  # noqa: BLE001
+            if "terminated abruptly" in str(err):  # BrokenProcessPool: the job crashed it
+                return None
+    return fn(*args)
+
+
+def _verdict(name: str, frozen: bool) -> tuple[str, float]:
+    result = shared(("default", name, frozen), default_verdict, name, frozen)
+    if result is None:
+        return "TVM default pipeline crashed the reference process", 0.0
+    return result
 
 
 @functools.cache

@@ -89,7 +89,7 @@ def test_light_fp32(name):
         if reason.startswith("TVM"):
             h.skip(name, test, reason)
         h.fail(name, test, "import", reason)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     try:
         executable = h.compile_module(mod, "onednn")
     except Exception as err:  # noqa: BLE001
@@ -99,6 +99,7 @@ def test_light_fp32(name):
     except Exception as err:  # noqa: BLE001
         h.fail(name, test, "onednn run", err)
     h.TIMINGS[f"{test}[{name}]"] = time.perf_counter() - start
+    h.CPU_TIMES[f"{test}[{name}]"] = time.process_time() - cpu
     actual, expected = outputs[0], zoo.expected[0]
     if actual.shape != expected.shape:
         h.fail(name, test, "onednn numerics", f"shape {actual.shape}, expected {expected.shape}")
@@ -109,32 +110,53 @@ def test_light_fp32(name):
     FP32_LOGITS[name] = outputs[1] if has_logits else actual
 
 
+def int8_outputs(name: str) -> dict:
+    """Quantize, build and run one light model (in the shared worker process or inline).
+
+    Returns ``{"outputs", "layers", "seconds", "cpu"}``, or ``{"skip": reason}`` /
+    ``{"stage", "error"}`` (plain data: it crosses a process boundary).
+    """
+    zoo, mod, reason, _ = _load(name)
+    if mod is None:
+        return {"skip": reason} if reason.startswith("TVM") else {"stage": "import", "error": reason}
+    (x,) = zoo.inputs.values()
+    rng = np.random.default_rng(CALIB_SEED)
+    calib = [rng.uniform(0.0, 1.0, x.shape).astype(np.float32) for _ in range(CALIB_BATCHES)]
+    start, cpu = time.perf_counter(), time.process_time()
+    try:
+        qmod = tvm_onednn.quantize(mod, calib, calib_mode="naive")
+    except Exception as err:  # noqa: BLE001
+        return {"stage": "quantize", "error": h.first_line(err)}
+    try:
+        executable = h.compile_module(qmod, "onednn")
+    except Exception as err:  # noqa: BLE001
+        return {"stage": "int8 build", "error": h.first_line(err)}
+    try:
+        outputs = h.run_executable(executable, [x])
+    except Exception as err:  # noqa: BLE001
+        return {"stage": "int8 run", "error": h.first_line(err)}
+    return {
+        "outputs": outputs,
+        "layers": h.quantized_weight_count(qmod),
+        "seconds": time.perf_counter() - start,
+        "cpu": time.process_time() - cpu,
+    }
+
+
 @pytest.mark.parametrize("name", MODELS)
 def test_light_int8(name):
     test = "test_light_int8"
     zoo, mod, reason, has_logits = _load(name)
-    if mod is None:
-        if reason.startswith("TVM"):
-            h.skip(name, test, reason)
-        h.fail(name, test, "import", reason)
-    (x,) = zoo.inputs.values()
-    rng = np.random.default_rng(CALIB_SEED)
-    calib = [rng.uniform(0.0, 1.0, x.shape).astype(np.float32) for _ in range(CALIB_BATCHES)]
-    start = time.perf_counter()
-    try:
-        qmod = tvm_onednn.quantize(mod, calib, calib_mode="naive")
-    except Exception as err:  # noqa: BLE001
-        h.fail(name, test, "quantize", err)
-    try:
-        executable = h.compile_module(qmod, "onednn")
-    except Exception as err:  # noqa: BLE001
-        h.fail(name, test, "int8 build", err)
-    try:
-        outputs = h.run_executable(executable, [x])
-    except Exception as err:  # noqa: BLE001
-        h.fail(name, test, "int8 run", err)
+    result = h.shared(("light-int8", name), int8_outputs, name)
+    if result is None:
+        h.fail(name, test, "quantize", "the process crashed quantizing or building the model")
+    if "skip" in result:
+        h.skip(name, test, result["skip"])
+    if "stage" in result:
+        h.fail(name, test, result["stage"], result["error"])
     key = f"{test}[{name}]"
-    h.TIMINGS[key] = time.perf_counter() - start
+    outputs = result["outputs"]
+    h.TIMINGS[key], h.CPU_TIMES[key] = result["seconds"], result["cpu"]
     actual, expected = outputs[0], zoo.expected[0]
     if actual.shape != expected.shape:
         h.fail(name, test, "int8 output", f"shape {actual.shape}, expected {expected.shape}")
@@ -142,7 +164,7 @@ def test_light_int8(name):
         h.fail(name, test, "int8 output", "non-finite values")
     cos = h.cosine(actual, expected)
     h.COSINES[key] = cos
-    h.INT8_LAYERS[key] = h.quantized_weight_count(qmod)
+    h.INT8_LAYERS[key] = result["layers"]
     logits = outputs[1] if has_logits else actual
     line = f"{name}: int8 layers {h.INT8_LAYERS[key]}, cosine vs fp32 {cos:.6f}"
     fp32_logits = FP32_LOGITS.get(name)
