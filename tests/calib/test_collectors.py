@@ -21,6 +21,7 @@ from tvm_onednn.calib import (
     to_numpy,
 )
 from tvm_onednn.calib.entropy import kl_divergence_curve, optimal_threshold
+from tvm_onednn.calib.percentile import histogram_abs_percentile
 from tvm_onednn.calib.histogram import StreamingHistogram
 
 ALL_COLLECTORS = [NaiveCollector, EntropyCollector, PercentileCollector]
@@ -332,12 +333,34 @@ def test_entropy_threshold_never_exceeds_the_observed_max(rng: np.random.Generat
 
 def test_entropy_nonnegative_layer_uses_uint8_levels(rng: np.random.Generator) -> None:
     data = np.maximum(gaussian_with_outliers(rng), 0.0)
-    col = EntropyCollector()
+    col = EntropyCollector(unsigned_percentile=None)  # KL for unsigned layers too (MXNet)
     col.collect("relu", "relu", data)
     lo, hi = col.post_collect()["relu"]
     hist = col.histograms["relu"]
     assert lo == 0.0
     assert hi == pytest.approx(optimal_threshold(hist.counts, hist.bin_width, 511)[0])
+    forced = EntropyCollector(quantized_dtype="int8")
+    forced.collect("relu", "relu", data)
+    t = optimal_threshold(hist.counts, hist.bin_width, 255)[0]
+    assert forced.post_collect()["relu"] == pytest.approx((-t, t))
+
+
+def test_entropy_nonnegative_layer_takes_a_percentile_by_default(
+    rng: np.random.Generator,
+) -> None:
+    data = np.maximum(gaussian_with_outliers(rng), 0.0)
+    col = EntropyCollector()
+    col.collect("relu", "relu", data)
+    col.collect("conv", "conv2d", gaussian_with_outliers(rng))
+    ranges = col.post_collect()
+    hist = col.histograms["relu"]
+    assert ranges["relu"] == (0.0, pytest.approx(histogram_abs_percentile(hist, 99.99)))
+    assert abs(ranges["relu"][1] - np.percentile(data, 99.99)) <= 2 * hist.bin_width
+    # A signed layer keeps the KL threshold.
+    signed = col.histograms["conv"]
+    t = optimal_threshold(signed.counts, signed.bin_width, 255)[0]
+    assert ranges["conv"] == pytest.approx((-t, t))
+    # int8 forces a signed range: the KL threshold again.
     forced = EntropyCollector(quantized_dtype="int8")
     forced.collect("relu", "relu", data)
     t = optimal_threshold(hist.counts, hist.bin_width, 255)[0]
@@ -369,7 +392,8 @@ def test_entropy_streaming_with_growing_range_is_close(rng: np.random.Generator)
 @pytest.mark.parametrize(
     "kwargs",
     [{"num_bins": 8000}, {"num_quantized_bins": 1}, {"num_bins": 101, "num_quantized_bins": 101},
-     {"quantized_dtype": "int4"}],
+     {"quantized_dtype": "int4"}, {"unsigned_percentile": 0.0},
+     {"unsigned_percentile": 100.5}, {"unsigned_percentile": True}],
 )
 def test_entropy_rejects_bad_parameters(kwargs: dict) -> None:
     with pytest.raises(ValueError):
