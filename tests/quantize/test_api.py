@@ -52,3 +52,28 @@ def test_nothing_to_quantize_stays_float32(caplog):
         rtol=1e-5,
         atol=1e-5,
     )
+
+
+class _MidRange(NaiveCollector):
+    """min/max shrunk by a quarter: a collector registered under a calib_mode name."""
+
+    def post_collect(self):
+        return {n: (lo * 0.75, hi * 0.75) for n, (lo, hi) in super().post_collect().items()}
+
+
+def test_registered_collectors_are_calib_modes():
+    from tvm_onednn.calib import register_collector
+    from tvm_onednn.calib import registry
+    from tvm_onednn.quantize import CALIB_MODES, calib_modes
+
+    assert "midrange" not in CALIB_MODES
+    register_collector("midrange", _MidRange)
+    try:
+        assert calib_modes() == ("naive", "entropy", "percentile", "midrange", "custom", "none")
+        assert "midrange" in CALIB_MODES and CALIB_MODES[3] == "midrange"
+        model = residual_block()
+        _, report = quantize(model.mod, model.batches(1), calib_mode="midrange", return_report=True)
+        assert report.collector == "_MidRange" and report.num_quantized == 2
+    finally:
+        registry._REGISTRY.pop("midrange", None)  # the registry has no public unregister
+    assert "midrange" not in CALIB_MODES
