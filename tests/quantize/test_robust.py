@@ -169,6 +169,24 @@ def test_a_failing_first_calibration_run_moves_to_tvm(monkeypatch):
     assert report.num_quantized == report.num_layers
 
 
+def test_calibration_that_fails_to_run_everywhere_keeps_the_model_float32(monkeypatch):
+    class NoRun:
+        def __init__(self, executable, device):
+            pass
+
+        def __getitem__(self, name):
+            raise RuntimeError("no run")
+
+    monkeypatch.setattr(relax, "VirtualMachine", NoRun)
+    model = small_cnn()
+    _, report = quantize(model.mod, model.batches(1), return_report=True)
+    assert report.num_quantized == 0 and report.backend is None
+    assert report.fallbacks == [
+        ("onednn", "run failed: RuntimeError: no run"),
+        ("default", "run failed: RuntimeError: no run"),
+    ]
+
+
 # ----------------------------------------------------------------------------------------
 # Hand-built Relax forms.
 
@@ -215,6 +233,27 @@ def _dynamic_batch() -> Model:
     return Model(bb.finalize(), input_shape=(1, 4, 8, 8))
 
 
+def _with_subroutine() -> Model:
+    """``main`` (conv-relu) calls another Relax function (conv-relu) after its dataflow block.
+
+    Only ``main`` is quantized; the other function must survive untouched.
+    """
+    rng = np.random.default_rng(0)
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType([1, 4, 8, 8], "float32"))
+    with bb.function("helper", [x]):
+        with bb.dataflow():
+            gv = bb.emit_output(relax.op.nn.relu(bb.emit(_conv(x, _normal(rng, 4, 4, 3, 3)))))
+        bb.emit_func_output(gv)
+    x = relax.Var("x", relax.TensorType([1, 4, 8, 8], "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            gv = bb.emit_output(relax.op.nn.relu(bb.emit(_conv(x, _normal(rng, 4, 4, 3, 3)))))
+        out = bb.emit(relax.Call(bb.get().get_global_var("helper"), [gv]))
+        bb.emit_func_output(out)
+    return Model(bb.finalize(), input_shape=(1, 4, 8, 8))
+
+
 def _matmul_forms() -> Model:
     """x @ W^T (folded), W @ x, batched const weight, vector weight, linear + relu, matmul."""
     rng = np.random.default_rng(0)
@@ -241,6 +280,7 @@ def _matmul_forms() -> Model:
         (_no_dataflow, []),  # fused (fp32 and int8) only inside dataflow blocks
         (_split_concat, ["conv2d_0", "conv2d_1", "conv2d_2"]),
         (_dynamic_batch, []),
+        (_with_subroutine, ["conv2d_0"]),
         (_matmul_forms, ["matmul_0", "matmul_4", "matmul_5"]),
     ],
 )

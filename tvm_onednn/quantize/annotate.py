@@ -180,10 +180,18 @@ class LayerTable(list):
 
 
 def group_chains(prepared: tvm.IRModule) -> tvm.IRModule:
-    """Wrap every float32 chain and pool of ``prepared`` in a composite function."""
-    return relax.transform.FuseOpsByPattern(
+    """Wrap every float32 chain and pool of ``main`` in a composite function.
+
+    Only ``main`` is planned and rewritten (its composites are inlined back afterwards), so
+    the other functions of the module keep their prepared, ungrouped bodies.
+    """
+    grouped = relax.transform.FuseOpsByPattern(
         pattern_table(), bind_constants=True, annotate_codegen=False
     )(prepared)
+    for gv, func in prepared.functions.items():
+        if gv.name_hint != "main" and isinstance(func, relax.Function):
+            grouped[gv] = func
+    return grouped
 
 
 def _kind_of(composite: str) -> str:

@@ -96,6 +96,10 @@ def first_line(err: BaseException) -> str:
 BACKENDS = ("onednn", "default")
 
 
+class _NoBackend(CalibrationError):
+    """The calibration module failed to build or to run on every backend."""
+
+
 class _Calibrator:
     """The instrumented module, built for the first backend that compiles and runs it.
 
@@ -143,7 +147,7 @@ class _Calibrator:
                 continue
             self.verified = True
             return result
-        raise CalibrationError(self.error())
+        raise _NoBackend(self.error())
 
     def error(self) -> str:
         tried = "; ".join(f"{b} {why}" for b, why in self.fallbacks)
@@ -310,12 +314,16 @@ def run_calibration(
     inputs = _Inputs(mod["main"])
     batches, total = _batches(calib_data, num_calib_batches)
     calibrator = _Calibrator(mod)
-    if calibrator.vm is None:
+
+    def nowhere() -> CalibrationRun:
         why = calibrator.error()
         logger.warning("calibration: %s; every layer stays float32", why)
         return CalibrationRun(
             {}, dict.fromkeys(names, why), 0, None, calibrator.fallbacks, collector_name
         )
+
+    if calibrator.vm is None:
+        return nowhere()
     nonfinite: dict[str, str] = {}
     progress = _progress(total)
     count = 0
@@ -324,8 +332,8 @@ def run_calibration(
             args = [tvm.runtime.tensor(a) for a in inputs(batch, count - 1)]
             try:
                 result = calibrator(args)
-            except CalibrationError:
-                raise
+            except _NoBackend:
+                return nowhere()  # the first batch failed everywhere: nothing was collected
             except Exception as err:  # noqa: BLE001
                 raise CalibrationError(
                     f"calibration batch {count - 1} failed on the {calibrator.backend} "
