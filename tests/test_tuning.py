@@ -19,7 +19,7 @@ from tvm.s_tir import meta_schedule as ms
 
 import tvm_onednn
 from tvm_onednn.cli.main import main
-from tvm_onednn.models._graph import GraphBuilder
+from tvm_onednn.models.graph_builder import GraphBuilder
 from tvm_onednn.models.resnet import small_resnet_onnx
 from tvm_onednn.testing import Runner
 from tvm_onednn.tuning import (
