@@ -29,7 +29,7 @@ class Runner:
         self.func = func
 
     def __call__(self, *inputs: np.ndarray) -> np.ndarray | list[np.ndarray]:
-        out = self.vm[self.func](*[tvm.runtime.tensor(np.ascontiguousarray(x)) for x in inputs])
+        out = self.vm[self.func](*[tvm.runtime.tensor(np.asarray(x, order="C")) for x in inputs])
         return _to_numpy(out)
 
 

@@ -202,6 +202,22 @@ def test_clip_from_minimum_maximum(lo, hi, expected):
     _check(CanonicalizeClip(), _minmax_module(lo, hi), expected)
 
 
+@I.ir_module
+class MinAboveMaxExpected:
+    @R.function
+    def main(x: R.Tensor((2, 8), "float32")) -> R.Tensor((2, 8), "float32"):
+        with R.dataflow():
+            lv = R.clip(x, 2.0, FLT_MAX)
+            y = R.clip(lv, -FLT_MAX, 1.0)
+            R.output(y)
+        return y
+
+
+def test_clip_with_min_above_max_keeps_onnx_order():
+    """ONNX Clip(min=2, max=1) is 1 everywhere; one R.clip(x, 2, 1) would give 2."""
+    _check(CanonicalizeClip(), _minmax_module(2.0, 1.0), MinAboveMaxExpected)
+
+
 def test_clip_with_a_one_element_bound_of_rank_one():
     _check(CanonicalizeClip(), _minmax_module(0.0, 6.0, bound_shape=(1,)), Relu6Expected)
 

@@ -106,6 +106,8 @@ def _fold_minmax_to_clip(func: relax.Function) -> relax.Function:
         data = matched_operand(as_call(m[floor], calls), m[lo])
         if not _is_clip_of(expr, data, [m[lo], m[hi]]):
             return expr
+        if ru.scalar_value(m[lo]) > ru.scalar_value(m[hi]):
+            return expr  # min(max(x, lo), hi) is hi everywhere; clip would give lo
         return relax.op.clip(data, ru.scalar_value(m[lo]), ru.scalar_value(m[hi]))
 
     def floor_to_relu_or_clip(expr, m):
