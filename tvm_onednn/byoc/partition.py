@@ -18,7 +18,7 @@ from ..passes import (
 )
 from .chains import BACKEND
 from .patterns import pattern_table
-from .qpartition import fuse_quantized, merge_functions, split_composites
+from .qpartition import composite_functions, fuse_quantized, merge_functions, split_composites
 
 
 logger = logging.getLogger(__name__)
@@ -82,7 +82,15 @@ def name_regions(mod: tvm.IRModule, prefix: str = BACKEND) -> tvm.IRModule:
         gv: builder.add_func(mod[gv].with_attr("global_symbol", f"{prefix}_{i}"), f"{prefix}_{i}")
         for i, gv in enumerate(order)
     }
-    functions = dict(builder.finalize().functions)
+    return _replace_functions(mod, builder.finalize(), renames)
+
+
+def _replace_functions(
+    mod: tvm.IRModule, new: tvm.IRModule, renames: dict[tvm.ir.GlobalVar, tvm.ir.GlobalVar]
+) -> tvm.IRModule:
+    """``mod`` with each function in ``renames`` replaced by ``new``'s function under the
+    new GlobalVar; calls of the old ones in the other functions call the new ones."""
+    functions = dict(new.functions)
     renamer = _GlobalVarRenamer(mod, renames)
     for gv, func in mod.functions.items():
         if gv not in renames:
@@ -118,7 +126,7 @@ def merge_composites(mod: tvm.IRModule) -> tvm.IRModule:
     per composite instead, which runs the same kernels with a layout reorder more between
     neighbours.
     """
-    if not _composites(mod):
+    if not composite_functions(mod):
         return mod
     try:
         return relax.transform.MergeCompositeFunctions()(mod)
@@ -127,17 +135,9 @@ def merge_composites(mod: tvm.IRModule) -> tvm.IRModule:
         return wrap_composites(mod)
 
 
-def _composites(mod: tvm.IRModule) -> dict[tvm.ir.GlobalVar, relax.Function]:
-    return {
-        gv: func
-        for gv, func in mod.functions.items()
-        if isinstance(func, relax.Function) and func.attrs and "Composite" in func.attrs
-    }
-
-
 def wrap_composites(mod: tvm.IRModule) -> tvm.IRModule:
     """Each composite function in a region function of its own (``Codegen="onednn"``)."""
-    composites = _composites(mod)
+    composites = composite_functions(mod)
     builder = relax.BlockBuilder()
     renames = {}
     for gv, composite in composites.items():
@@ -148,12 +148,7 @@ def wrap_composites(mod: tvm.IRModule) -> tvm.IRModule:
                 out = builder.emit_output(relax.Call(local, params))
             builder.emit_func_output(out)
         renames[gv] = builder.get().get_global_var(gv.name_hint)
-    functions = dict(builder.finalize().functions)
-    renamer = _GlobalVarRenamer(mod, renames)
-    for gv, func in mod.functions.items():
-        if gv not in composites:
-            functions[gv] = renamer.visit_expr(func) if isinstance(func, relax.Function) else func
-    return tvm.IRModule(functions, attrs=mod.attrs)
+    return _replace_functions(mod, builder.finalize(), renames)
 
 
 def partition_for_onednn(mod: tvm.IRModule) -> tvm.IRModule:

@@ -19,7 +19,8 @@ from tvm import relax
 from .qpatterns import qpattern_table
 
 
-def _composites(mod: tvm.IRModule) -> dict[tvm.ir.GlobalVar, relax.Function]:
+def composite_functions(mod: tvm.IRModule) -> dict[tvm.ir.GlobalVar, relax.Function]:
+    """The functions of ``mod`` that ``FuseOpsByPattern`` made (``Composite`` attribute)."""
     return {
         gv: func
         for gv, func in mod.functions.items()
@@ -43,7 +44,7 @@ def split_composites(
     mod: tvm.IRModule,
 ) -> tuple[tvm.IRModule, dict[tvm.ir.GlobalVar, relax.Function]]:
     """``mod`` without its composite functions (``main`` still calls them), and those."""
-    composites = _composites(mod)
+    composites = composite_functions(mod)
     if not composites:
         return mod, {}
     rest = {gv: f for gv, f in mod.functions.items() if gv not in composites}
