@@ -137,6 +137,15 @@ def _add_model_options(p: argparse.ArgumentParser, target: bool = True) -> None:
         )
 
 
+def cli_calib_modes() -> list[str]:
+    """``--calib-mode`` choices: the collectors registered now
+    (``tvm_onednn.calib.register_collector``), then ``none``. ``custom`` needs a collector
+    instance, which a command line cannot pass: register the class under a name instead."""
+    from ..calib.registry import COLLECTORS
+
+    return [*COLLECTORS, "none"]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tvm-onednn",
@@ -155,11 +164,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="calibration samples: an .npz keyed by input name (leading sample axis) or a "
         "directory of .npy/.npz files",
     )
+    modes = cli_calib_modes()
     p.add_argument(
         "--calib-mode",
-        choices=["naive", "entropy", "percentile", "none"],
+        choices=modes,
         default="naive",
-        help="how ranges are chosen (default naive: min/max); none: at run time, no data",
+        help=f"how ranges are chosen: {', '.join(modes)} (registered collectors; default "
+        "naive: min/max); none: at run time, no data",
     )
     p.add_argument("--num-calib-batches", type=int, metavar="N", help="use at most N batches")
     p.add_argument(

@@ -6,15 +6,14 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import tvm
 
-from ..byoc.partition import partition_for_onednn
 from ..byoc.summary import OffloadSummary, summarize_partitioned
-from ..pipeline import lower_for_tvm
+from ..pipeline import PipelineTrace
 from ..target import parse_target
-from ..tuning import compile_model, tuned_kernels, tuning_target
+from ..tuning import compile_model, scheduled_kernels
 from .io import (
     InputError,
     TensorSpec,
@@ -24,11 +23,20 @@ from .io import (
 )
 from .metadata import make_metadata, with_metadata
 
-CALIB_MODES = ("naive", "entropy", "percentile", "none")
+if TYPE_CHECKING:
+    from ..quantize.report import QuantizeReport
 
 
 class QuantizeUnavailableError(InputError):
     """``--quantize`` was asked for but ``tvm_onednn.quantize`` cannot be imported."""
+
+
+def calib_modes() -> list[str]:
+    """Calibration modes a command line can ask for: the registered collectors
+    (:data:`tvm_onednn.calib.COLLECTORS`, one source of truth) and ``none``."""
+    from ..calib.registry import COLLECTORS
+
+    return [*COLLECTORS, "none"]
 
 
 @dataclass
@@ -41,8 +49,9 @@ class QuantizeOptions:
     exclude_layers: Sequence[str] = ()
 
     def __post_init__(self) -> None:
-        if self.calib_mode not in CALIB_MODES:
-            raise InputError(f"unknown calibration mode {self.calib_mode!r}; one of {CALIB_MODES}")
+        modes = calib_modes()
+        if self.calib_mode not in modes:
+            raise InputError(f"unknown calibration mode {self.calib_mode!r}; one of {modes}")
         if self.calib_mode != "none" and not self.calib_data:
             raise InputError(
                 f"int8 quantization with calibration mode {self.calib_mode!r} needs "
@@ -65,6 +74,7 @@ class CompileResult:
     tuned: list[str] = field(default_factory=list)  # TVM kernels that got a tuning record
     untuned: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    quantize_report: QuantizeReport | None = None  # what --quantize int8 did
 
     def __str__(self) -> str:
         shapes = ", ".join(f"{s.name}:{list(s.shape)} {s.dtype}" for s in self.inputs)
@@ -81,6 +91,8 @@ class CompileResult:
                 f"{len(self.tuned)} of {len(self.tuned) + len(self.untuned)} TVM kernel(s)"
                 + (f" (untuned: {', '.join(self.untuned)})" if self.untuned else "")
             )
+        if self.quantize_report is not None:
+            lines.append(self.quantize_report.summary())
         lines += [str(self.summary), f"wrote {self.output}"]
         return "\n".join(lines)
 
@@ -96,8 +108,11 @@ def quantize_function():
     return quantize
 
 
-def quantize_model(mod: tvm.IRModule, specs: Sequence[TensorSpec], options: QuantizeOptions):
-    """Calibrate and quantize ``mod`` to int8 with the data the options point at."""
+def quantize_model(
+    mod: tvm.IRModule, specs: Sequence[TensorSpec], options: QuantizeOptions
+) -> tuple[tvm.IRModule, QuantizeReport]:
+    """Calibrate and quantize ``mod`` to int8 with the data the options point at; the int8
+    module and the quantizer's report."""
     quantize = quantize_function()
     batches = None
     if options.calib_mode != "none":
@@ -109,12 +124,8 @@ def quantize_model(mod: tvm.IRModule, specs: Sequence[TensorSpec], options: Quan
         calib_mode=options.calib_mode,
         num_calib_batches=options.num_calib_batches,
         exclude_layers=list(options.exclude_layers) or None,
+        return_report=True,
     )
-
-
-def _dump(dump_dir: Path | None, name: str, text: str) -> None:
-    if dump_dir is not None:
-        (dump_dir / name).write_text(text)
 
 
 def compile_onnx(
@@ -129,8 +140,10 @@ def compile_onnx(
 ) -> CompileResult:
     """Import, optionally quantize, compile with the oneDNN pipeline, export a ``.so``.
 
-    ``dump_ir`` writes the IR after each phase (imported, quantized, partitioned, lowered
-    for TVM) and the offload summary to that directory.
+    ``dump_ir`` writes the IR after each phase (imported, quantized, then each phase of the
+    ``"onednn"`` pipeline, see :class:`tvm_onednn.pipeline.PipelineTrace`) and the offload
+    summary to that directory. The model is partitioned once: the summary is read from the
+    pipeline's own partitioned module.
     """
     start = time.perf_counter()
     output = os.fspath(output)
@@ -144,29 +157,22 @@ def compile_onnx(
     for r in records:
         if not os.path.isdir(r):
             raise InputError(f"no tuning work directory at {r!r}")
-    dump_dir = Path(dump_ir) if dump_ir is not None else None
-    if dump_dir is not None:
-        dump_dir.mkdir(parents=True, exist_ok=True)
+    trace = PipelineTrace(dump_ir)
 
     mod, specs = import_model(model_path, input_shapes)
-    _dump(dump_dir, "00_imported.py", mod.script())
+    quantize_report = None
+    trace("imported", mod)
     if quantize is not None:
-        mod = quantize_model(mod, specs, quantize)
-        _dump(dump_dir, "01_quantized.py", mod.script())
-    partitioned = partition_for_onednn(mod)
-    summary = summarize_partitioned(partitioned)
-    if dump_dir is not None:
-        _dump(dump_dir, "02_partitioned.py", partitioned.script())
-        lowered_target = tuning_target(tvm_target) if records else tvm_target
-        _dump(dump_dir, "03_lowered_for_tvm.py", lower_for_tvm(mod, lowered_target).script())
-        _dump(dump_dir, "summary.txt", str(summary) + "\n")
+        mod, quantize_report = quantize_model(mod, specs, quantize)
+        trace("quantized", mod)
+        trace.write("quantize_report.txt", f"{quantize_report}\n")  # the full per-layer table
 
-    tuned: tuple[list[str], list[str]] = ([], [])
-    if records:
-        tuned = tuned_kernels(mod, tvm_target, records)
     metadata = make_metadata(specs, quantized=quantize is not None, target=str(tvm_target))
-    executable = compile_model(with_metadata(mod, metadata), tvm_target, records)
+    executable = compile_model(with_metadata(mod, metadata), tvm_target, records, trace=trace)
     executable.export_library(output)
+    summary = summarize_partitioned(trace.modules["partitioned"])
+    trace.write("summary.txt", str(summary) + "\n")
+    tuned = scheduled_kernels(trace.modules["tuned"]) if records else ([], [])
     return CompileResult(
         output=output,
         inputs=list(specs),
@@ -177,4 +183,5 @@ def compile_onnx(
         tuned=tuned[0],
         untuned=tuned[1],
         seconds=time.perf_counter() - start,
+        quantize_report=quantize_report,
     )
