@@ -210,3 +210,20 @@ def test_modules_merge_rejects_still_offload():
     x = np.random.default_rng(7).standard_normal((4, 8)).astype("float32")
     expected = Runner(build(mod, "default"))(x)
     np.testing.assert_allclose(Runner(build(mod))(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_block_output_inside_a_chain_is_not_fused_away():
+    """``y = conv(x)`` is a dataflow-block output used after the block: relu cannot absorb it."""
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType([1, 4, 8, 8], "float32"))
+    w = relax.const(np.random.default_rng(8).standard_normal((4, 4, 3, 3)).astype("float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit_output(relax.op.nn.conv2d(x, w, padding=1))
+            z = bb.emit_output(relax.op.nn.relu(y))
+        bb.emit_func_output(relax.Tuple([y, z]))
+    mod = bb.finalize()
+    assert tvm_onednn.offload_summary(mod).composites == {"onednn.conv2d": 1}
+    x_in = np.random.default_rng(9).standard_normal((1, 4, 8, 8)).astype("float32")
+    for actual, expected in zip(Runner(build(mod))(x_in), Runner(build(mod, "default"))(x_in)):
+        np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5)

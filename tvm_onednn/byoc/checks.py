@@ -20,12 +20,15 @@ WhyNot = Callable[[PatternCheckContext], "str | None"]
 
 
 def leaks_intermediate(ctx: PatternCheckContext) -> bool:
-    """True when a value inside the match is also used outside it (fusing would lose it)."""
+    """True when a value inside the match is also used outside it (fusing would lose it):
+    by a binding outside the match, or after its block (a dataflow-block output)."""
     fused = set(ctx.matched_bindings.keys())
     root_var = ctx.value_to_bound_var.get(ctx.matched_expr)
     for var in fused:
         if var.same_as(root_var):
             continue
+        if not isinstance(var, relax.DataflowVar):
+            return True
         for user in ctx.var_usages.get(var, []):
             if user not in fused:
                 return True
