@@ -6,6 +6,7 @@ from tvm import relax, topi
 
 import tvm_onednn
 from tvm_onednn.byoc.partition import partition_for_onednn
+from tvm_onednn.byoc.summary import OUTSIDE_DATAFLOW
 from tvm_onednn.testing import Runner, build
 
 from .builders import conv2d_module
@@ -227,3 +228,15 @@ def test_a_block_output_inside_a_chain_is_not_fused_away():
     x_in = np.random.default_rng(9).standard_normal((1, 4, 8, 8)).astype("float32")
     for actual, expected in zip(Runner(build(mod))(x_in), Runner(build(mod, "default"))(x_in)):
         np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_summary_says_when_an_op_is_outside_a_dataflow_block():
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType([4, 8], "float32"))
+    w = relax.const(np.random.default_rng(10).standard_normal((8, 8)).astype("float32"))
+    with bb.function("main", [x]):
+        out = bb.emit(relax.op.nn.relu(relax.op.matmul(x, w)))
+        bb.emit_func_output(out)
+    summary = tvm_onednn.offload_summary(bb.finalize())
+    assert summary.composites == {}
+    assert set(summary.reasons["relax.matmul"]) == {OUTSIDE_DATAFLOW}

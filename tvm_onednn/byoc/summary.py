@@ -79,10 +79,10 @@ def _op_name(call: relax.Call) -> str | None:
     return None
 
 
-def _calls(func: relax.Function) -> list[relax.Call]:
+def _calls(expr: relax.Expr) -> list[relax.Call]:
     calls: list[relax.Call] = []
     relax.analysis.post_order_visit(
-        func, lambda e: calls.append(e) if isinstance(e, relax.Call) else None
+        expr, lambda e: calls.append(e) if isinstance(e, relax.Call) else None
     )
     return calls
 
@@ -102,13 +102,30 @@ def _composite_calls(region: relax.Function) -> list[tuple[str, relax.Function]]
     return calls
 
 
-def _kept_reason(op: str, call: relax.Call) -> str:
+OUTSIDE_DATAFLOW = "it is outside a dataflow block (patterns are matched inside them only)"
+
+
+def _kept_reason(op: str, call: relax.Call, in_dataflow: bool) -> str:
+    if not in_dataflow:
+        return OUTSIDE_DATAFLOW
     why_not = WHY_NOT_OP.get(op)
     if why_not is not None:
         return why_not(call) or "no pattern fits its neighbours (or one leaks a value)"
     if op in EPILOGUE_OPS:
         return "oneDNN runs it only fused after a conv2d/matmul, and none fits here"
     return "oneDNN has no pattern for this op"
+
+
+def _calls_with_context(func: relax.Function) -> list[tuple[relax.Call, bool]]:
+    """Every call in ``func`` with whether it sits in a dataflow block."""
+    if not isinstance(func.body, relax.SeqExpr):
+        return [(call, True) for call in _calls(func)]
+    found = []
+    for block in func.body.blocks:
+        in_dataflow = isinstance(block, relax.DataflowBlock)
+        for binding in block.bindings:
+            found += [(call, in_dataflow) for call in _calls(binding.value)]
+    return found + [(call, True) for call in _calls(func.body.body)]
 
 
 def summarize_partitioned(mod: tvm.IRModule) -> OffloadSummary:
@@ -128,7 +145,7 @@ def summarize_partitioned(mod: tvm.IRModule) -> OffloadSummary:
         attrs = func.attrs or {}
         if not isinstance(func, relax.Function) or gv in regions or "Composite" in attrs:
             continue
-        for call in _calls(func):
+        for call, in_dataflow in _calls_with_context(func):
             if isinstance(call.op, tvm.ir.GlobalVar) and call.op in regions:
                 summary.regions += 1
                 for name, composite in composites_of[call.op]:
@@ -141,7 +158,8 @@ def summarize_partitioned(mod: tvm.IRModule) -> OffloadSummary:
             if op is None or op.startswith("relax.call_") or op == "relax.call_dps_packed":
                 continue
             summary.kept_ops[op] += 1
-            summary.reasons.setdefault(op, Counter())[_kept_reason(op, call)] += 1
+            reason = _kept_reason(op, call, in_dataflow)
+            summary.reasons.setdefault(op, Counter())[reason] += 1
     return summary
 
 
