@@ -5,12 +5,29 @@
 #include "executor.h"
 
 #include <omp.h>
+#include <pthread.h>
 
 namespace tvm_onednn {
 
 namespace {
 std::atomic<int> g_num_threads{0};
+std::atomic<bool> g_openmp_used{false};
+std::atomic<int> g_fork_generation{0};
+
+void OnForkChild() {
+  g_fork_generation.fetch_add(1);
+  if (g_openmp_used.load()) SetNumThreads(1);
+}
+
+const int g_fork_handler = pthread_atfork(nullptr, nullptr, OnForkChild);
 }  // namespace
+
+void NoteOpenMPUse() { g_openmp_used.store(true, std::memory_order_relaxed); }
+
+int ForkGeneration() {
+  (void)g_fork_handler;
+  return g_fork_generation.load(std::memory_order_acquire);
+}
 
 void SetNumThreads(int n) {
   if (n < 0) TVM_FFI_THROW(ValueError) << "onednn.set_num_threads: n must be >= 0, got " << n;

@@ -81,6 +81,16 @@ class ContextPool {
 void SetNumThreads(int n);
 int GetNumThreads();
 
+/*!
+ * \brief Fork safety. GNU OpenMP cannot start threads in a child forked after the parent
+ * ran a parallel region: the child's first multi-threaded oneDNN call would wait forever in
+ * a barrier. A fork handler counts the forks this process descends from and, if the parent
+ * had used OpenMP, runs the child's oneDNN calls on one thread; modules rebuild their
+ * primitives (made for the parent's threads) when the count changes.
+ */
+void NoteOpenMPUse();
+int ForkGeneration();
+
 }  // namespace tvm_onednn
 
 #endif  // TVM_ONEDNN_EXECUTOR_H_

@@ -158,9 +158,23 @@ void OneDNNJSONModule::Init(const ffi::Array<ffi::Tensor>& consts) {
                 Who{sym, "constant", i, &graph_.constants[i].name});
     tensors.push_back(t);
   }
+  NoteOpenMPUse();
   plan_ = GuardDnnl(sym, [&]() { return BuildPlan(graph_, tensors); });
   pool_ = std::make_unique<ContextPool>(plan_.get());
+  consts_ = std::move(tensors);
+  plan_generation_ = ForkGeneration();
   initialized_.store(true);
+}
+
+void OneDNNJSONModule::RebuildAfterFork() {
+  std::lock_guard<std::mutex> lock(init_mu_);
+  int generation = ForkGeneration();
+  if (plan_generation_ == generation) return;
+  // The parent's primitives were made for its OpenMP threads, which the child does not have.
+  pool_.reset();
+  plan_ = GuardDnnl(graph_.symbol, [&]() { return BuildPlan(graph_, consts_); });
+  pool_ = std::make_unique<ContextPool>(plan_.get());
+  plan_generation_ = generation;
 }
 
 void OneDNNJSONModule::EnsureInitialized() {
@@ -202,6 +216,8 @@ void OneDNNJSONModule::Call(ffi::PackedArgs args) {
     ptrs[i] = static_cast<char*>((*t)->data) + (*t)->byte_offset;
   }
   EnsureInitialized();
+  if (plan_generation_ != ForkGeneration()) RebuildAfterFork();
+  NoteOpenMPUse();
   GuardDnnl(sym, [&]() {
     ContextPool::Lease ctx = pool_->Acquire();
     ctx->Run(*plan_, ptrs, ptrs + n_in);

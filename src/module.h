@@ -16,6 +16,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "executor.h"
 #include "graph.h"
@@ -59,6 +60,10 @@ class OneDNNJSONModule : public ffi::ModuleObj {
   Graph graph_;
   std::mutex init_mu_;
   std::atomic<bool> initialized_{false};
+  void RebuildAfterFork();
+
+  std::vector<ffi::Tensor> consts_;  // kept to rebuild the plan in a forked child
+  std::atomic<int> plan_generation_{0};  // ForkGeneration() when plan_ was built
   std::unique_ptr<Plan> plan_;
   std::unique_ptr<ContextPool> pool_;
   std::atomic<uint64_t> calls_{0};
