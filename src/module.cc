@@ -217,7 +217,6 @@ void OneDNNJSONModule::Call(ffi::PackedArgs args) {
   }
   EnsureInitialized();
   if (plan_generation_ != ForkGeneration()) RebuildAfterFork();
-  NoteOpenMPUse();
   GuardDnnl(sym, [&]() {
     ContextPool::Lease ctx = pool_->Acquire();
     ctx->Run(*plan_, ptrs, ptrs + n_in);
