@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import tvm
+
 from tvm import relax
+from tvm.sym import Analyzer
 from tvm.ir.expr import Constant
 
 
@@ -26,6 +28,47 @@ def static_shape(expr: relax.Expr) -> list[int] | None:
             return None
         dims.append(int(dim.value))
     return dims
+
+
+def shape_dims(expr: relax.Expr) -> list[int | tvm.tirx.PrimExpr] | None:
+    """The tensor's shape, one entry per dim: an int when static, else the TIR expression
+    (a ``tirx.Var`` such as ``n``, or an expression such as ``n * 2``); None when it is not
+    a tensor whose shape is known (unknown rank, or a shape held in a variable)."""
+    ty = expr.ty
+    if not isinstance(ty, relax.TensorType) or not isinstance(ty.shape, relax.ShapeExpr):
+        return None
+    return [int(d.value) if isinstance(d, tvm.tirx.IntImm) else d for d in ty.shape.values]
+
+
+def is_symbolic(dim) -> bool:
+    return not isinstance(dim, int)
+
+
+def symbolic_dims(dims: list | None) -> list:
+    """The symbolic dims of ``dims`` (TIR variables or expressions), in order."""
+    return [d for d in dims or [] if is_symbolic(d)]
+
+
+def why_not_plain_dims(dims: list | None) -> str | None:
+    """Why a shape cannot go to a oneDNN region (unknown, or a dim that is an expression)."""
+    if dims is None:
+        return "the tensor's shape is unknown (oneDNN regions need a known rank and dims)"
+    for dim in dims:
+        if is_symbolic(dim) and not isinstance(dim, tvm.tirx.Var):
+            return f"dimension {dim} is an expression, oneDNN regions take plain symbolic variables"
+    return None
+
+
+def same_dim(a, b) -> bool:
+    """Whether two dims are provably equal (ints, or the same symbolic expression)."""
+    if not is_symbolic(a) and not is_symbolic(b):
+        return a == b
+    return bool(Analyzer().can_prove_equal(a, b))
+
+
+def same_dims(a: list | None, b: list | None) -> bool:
+    """Whether two shapes are provably equal, dim by dim."""
+    return a is not None and b is not None and len(a) == len(b) and all(map(same_dim, a, b))
 
 
 def dtype(expr: relax.Expr) -> str | None:

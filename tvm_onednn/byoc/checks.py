@@ -36,13 +36,33 @@ def leaks_intermediate(ctx: PatternCheckContext) -> bool:
 
 
 def why_not_operands(call: relax.Call) -> str | None:
-    """Float32 operands and result with static shapes."""
+    """Float32 operands and result whose shapes the runtime can take (dims static or plain
+    symbolic variables)."""
     for expr in (*call.args[:2], call):
         if isinstance(expr.ty, relax.TensorType):
             if ru.dtype(expr) not in FLOAT_DTYPES:
                 return f"dtype {ru.dtype(expr)} is not supported (runtime runs {FLOAT_DTYPES})"
-            if ru.static_shape(expr) is None:
-                return "shapes must be static"
+            reason = ru.why_not_plain_dims(ru.shape_dims(expr))
+            if reason:
+                return reason
+    return None
+
+
+def why_not_batch_only(what: str, *exprs: relax.Expr) -> str | None:
+    """NCHW ops (conv2d, pools): the runtime takes a symbolic batch N only."""
+    for expr in exprs:
+        if ru.symbolic_dims((ru.shape_dims(expr) or [])[1:]):
+            return f"{what} with a symbolic channel/spatial dim (only the batch may be symbolic)"
+    return None
+
+
+def why_not_symbols(out: relax.Expr, inputs: list[relax.Expr]) -> str | None:
+    """Every symbolic dim of ``out`` must be a dim of one of ``inputs`` (the runtime binds
+    each symbol from the shapes of the tensors it is called with)."""
+    known = [d for expr in inputs for d in ru.symbolic_dims(ru.shape_dims(expr))]
+    for dim in ru.symbolic_dims(ru.shape_dims(out)):
+        if not any(dim.same_as(k) for k in known):
+            return f"output dimension {dim} is not a dimension of the chain's inputs"
     return None
 
 
@@ -64,7 +84,11 @@ def why_not_conv2d(call: relax.Call) -> str | None:
         return reason
     if not ru.is_constant(call.args[1]):
         return "conv weights are packed once at init, so they must be constants"
-    return why_not_operands(call)
+    return (
+        why_not_batch_only("conv2d", call.args[0])
+        or why_not_operands(call)
+        or why_not_symbols(call, [call.args[0]])
+    )
 
 
 def why_not_matmul(call: relax.Call) -> str | None:
@@ -72,12 +96,21 @@ def why_not_matmul(call: relax.Call) -> str | None:
     reason = why_not_operands(call)
     if reason:
         return reason
-    a_shape, b_shape = ru.static_shape(call.args[0]), ru.static_shape(call.args[1])
+    return why_not_matmul_shapes(call)
+
+
+def why_not_matmul_shapes(call: relax.Call) -> str | None:
+    """Ranks and symbolic dims of a matmul: a's batch dims and M may be symbolic; K and N
+    only when b is a run-time input (a constant b is packed once, with static dims)."""
+    a, b = call.args[0], call.args[1]
+    a_shape, b_shape = ru.shape_dims(a), ru.shape_dims(b)
     if len(a_shape) < 2 or len(b_shape) < 2:
         return "matmul operands must be at least 2-D"
-    if len(b_shape) > 2 and tuple(b_shape[:-2]) != tuple(a_shape[:-2]):
+    if len(b_shape) > 2 and not ru.same_dims(b_shape[:-2], a_shape[:-2]):
         return "batched b must have exactly a's batch dims (no broadcasting)"
-    return None
+    if ru.is_constant(b) and ru.is_symbolic(a_shape[-1]):
+        return "matmul with a symbolic K needs a run-time b (a constant b has static dims)"
+    return why_not_symbols(call, [a, b])
 
 
 def why_not_pool(call: relax.Call) -> str | None:
@@ -85,9 +118,14 @@ def why_not_pool(call: relax.Call) -> str | None:
     data = call.args[0]
     if ru.dtype(data) not in FLOAT_DTYPES:
         return f"dtype {ru.dtype(data)} is not supported (runtime runs {FLOAT_DTYPES})"
-    shape = ru.static_shape(data)
+    shape = ru.shape_dims(data)
     if shape is None or len(shape) != 4:
-        return "pooling takes static 4-D NCHW data"
+        return "pooling takes 4-D NCHW data"
+    reason = why_not_batch_only("pooling", data)
+    reason = reason or ru.why_not_plain_dims(shape) or ru.why_not_plain_dims(ru.shape_dims(call))
+    reason = reason or why_not_symbols(call, [data])
+    if reason:
+        return reason
     op = call.op.name
     if op == "relax.mean":
         axes = sorted(int(a) % 4 for a in call.attrs.axis) if call.attrs.axis else []
@@ -95,7 +133,7 @@ def why_not_pool(call: relax.Call) -> str | None:
             return "mean is offloaded only as a global pool over H, W with keepdims"
         return None
     if op == "relax.nn.adaptive_avg_pool2d":
-        if call.attrs.layout != "NCHW" or ru.static_shape(call)[2:] != [1, 1]:
+        if call.attrs.layout != "NCHW" or ru.shape_dims(call)[2:] != [1, 1]:
             return "adaptive pool is offloaded only as an NCHW global pool"
         return None
     if call.attrs.layout != "NCHW" or call.attrs.out_layout not in ("", "NCHW"):
@@ -114,9 +152,11 @@ WHY_NOT_OP: Mapping[str, Callable[[relax.Call], "str | None"]] = {
 }
 
 
-def why_not_bias(base: str, bias: relax.Expr, out_shape: list[int]) -> str | None:
+def why_not_bias(base: str, bias: relax.Expr, out_shape: list) -> str | None:
     """A bias must be one value per output channel, broadcast along the channel axis."""
     channels = out_shape[1] if base == "conv2d" else out_shape[-1]
+    if ru.is_symbolic(channels):
+        return "a bias needs a static number of output channels"
     shape = ru.static_shape(bias)
     if shape is None or ru.num_elements(shape) != channels or len(shape) > len(out_shape):
         return "bias must hold one value per output channel"

@@ -17,12 +17,14 @@ from tvm import relax
 from .. import _ffi_api
 from .. import relax_utils as ru
 from . import qwriters  # noqa: F401  (registers the int8 node writers)
-from .writers import CodegenError, CompositeCall, tensor_info, writer_for
+from .writers import CodegenError, CompositeCall, SymbolNames, tensor_info, writer_for
 
-__all__ = ["FORMAT", "VERSION", "CodegenError", "region_to_json"]
+__all__ = ["FORMAT", "SYMBOLIC_VERSION", "VERSION", "CodegenError", "region_to_json"]
 
 FORMAT = "tvm_onednn.subgraph"
 VERSION = 1
+#: The version of a region with symbolic dims (written as strings naming the symbol).
+SYMBOLIC_VERSION = 2
 
 
 class _RegionWriter:
@@ -37,6 +39,7 @@ class _RegionWriter:
         self.constant_index: dict[str, int] = {}
         self.nodes: list[dict[str, Any]] = []
         self.composites: dict[relax.Var, relax.Function] = {}
+        self.symbols = SymbolNames()
 
     def write(self) -> dict[str, Any]:
         for i, param in enumerate(self.func.params):
@@ -46,15 +49,26 @@ class _RegionWriter:
             for binding in block.bindings:
                 self._visit_binding(binding)
         outputs = body.body.fields if isinstance(body.body, relax.Tuple) else [body.body]
+        inputs = [tensor_info(p, self.symbols) for p in self.func.params]
+        self._check_symbols(inputs)
         return {
             "format": FORMAT,
-            "version": VERSION,
+            "version": SYMBOLIC_VERSION if self.symbols.names else VERSION,
             "symbol": self.symbol,
-            "inputs": [tensor_info(p) for p in self.func.params],
+            "inputs": inputs,
             "constants": self.constants,
             "nodes": self.nodes,
             "outputs": [self._ref(o) for o in outputs],
         }
+
+    def _check_symbols(self, inputs: list[dict[str, Any]]) -> None:
+        """The runtime binds every symbol from the shapes of the region's inputs."""
+        bound = {d for info in inputs for d in info["shape"] if isinstance(d, str)}
+        unbound = sorted(set(self.symbols.names.values()) - bound)
+        if unbound:
+            raise CodegenError(
+                f"{self.symbol}: symbolic dims {unbound} are not dims of any region input"
+            )
 
     def _visit_binding(self, binding) -> None:
         value = binding.value
@@ -87,7 +101,7 @@ class _RegionWriter:
     def _node(self, composite: relax.Function, call: relax.Call) -> dict[str, Any]:
         name = str(composite.attrs["Composite"])
         try:
-            return writer_for(name)(CompositeCall(name, composite, call, self._ref))
+            return writer_for(name)(CompositeCall(name, composite, call, self._ref, self.symbols))
         except CodegenError as err:
             raise CodegenError(f"{self.symbol}: {err}") from None
 

@@ -71,14 +71,14 @@ def why_not_chain(spec: ChainSpec, ctx: PatternCheckContext) -> str | None:
     reason = WHY_NOT_OP[root.op.name](root)
     if reason:
         return reason
-    out_shape = ru.static_shape(root)
+    out_shape = ru.shape_dims(root)
     if spec.bias:
         reason = why_not_bias(spec.base, ann["bias"], out_shape)
         if reason:
             return reason
     if spec.add:
         residual = ann["residual"]
-        if ru.static_shape(residual) != out_shape or ru.dtype(residual) != ru.dtype(root):
+        if not ru.same_dims(ru.shape_dims(residual), out_shape) or ru.dtype(residual) != ru.dtype(root):
             return "the residual must have the output's exact shape and dtype"
     if spec.activation:
         return why_not_activation(spec.activation, ann)

@@ -49,7 +49,9 @@ from .checks import (
     why_not_activation,
     why_not_bias,
     why_not_conv2d_layout,
+    why_not_batch_only,
     why_not_pool,
+    why_not_symbols,
 )
 
 logger = logging.getLogger(__name__)
@@ -209,8 +211,9 @@ def _why_not_quantized(what: str, data: relax.Expr, scale, zero_point) -> str | 
     """Activation side of a dequantize/quantize: int8 data, constant scalar scale, zero 0."""
     if ru.dtype(data) not in QUANT_DTYPES:
         return f"{what} dtype {ru.dtype(data)} is not one of {QUANT_DTYPES}"
-    if ru.static_shape(data) is None:
-        return "shapes must be static"
+    reason = ru.why_not_plain_dims(ru.shape_dims(data))
+    if reason:
+        return reason
     return _why_not_scalar_scale(what, scale) or _why_not_zero_point(what, zero_point)
 
 
@@ -235,14 +238,20 @@ def _why_not_weight(base: str, ann: dict, out_channels: int) -> str | None:
 
 
 def _why_not_qconv2d(call: relax.Call) -> str | None:
-    return why_not_conv2d_layout(call.attrs)
+    return (
+        why_not_conv2d_layout(call.attrs)
+        or why_not_batch_only("int8 conv2d", call.args[0])
+        or why_not_symbols(call, [call.args[0]])
+    )
 
 
 def _why_not_qmatmul(call: relax.Call) -> str | None:
-    a_shape, b_shape = ru.static_shape(call.args[0]), ru.static_shape(call.args[1])
-    if len(a_shape) < 2 or len(b_shape) != 2:
+    a_shape, b_shape = ru.shape_dims(call.args[0]), ru.shape_dims(call.args[1])
+    if a_shape is None or b_shape is None or len(a_shape) < 2 or len(b_shape) != 2:
         return "int8 matmul takes a [..., M, K] input and a 2-D [K, N] weight"
-    return None
+    if ru.is_symbolic(a_shape[-1]):
+        return "int8 matmul with a symbolic K (its constant weight has static dims)"
+    return why_not_symbols(call, [call.args[0]])
 
 
 def _why_not_residual(ann: dict, out_shape: list[int]) -> str | None:
@@ -255,7 +264,7 @@ def _why_not_residual(ann: dict, out_shape: list[int]) -> str | None:
         residual = ann["residual_f32"]
         if ru.dtype(residual) != "float32":
             return f"a non-quantized residual must be float32, got {ru.dtype(residual)}"
-    if ru.static_shape(residual) != out_shape:
+    if not ru.same_dims(ru.shape_dims(residual), out_shape):
         return "the residual must have the output's exact shape"
     return None
 
@@ -265,16 +274,17 @@ def _why_not_qchain(spec: QChainSpec, ctx: PatternCheckContext) -> str | None:
         return "an intermediate value is used outside the chain"
     ann = dict(ctx.annotated_expr)
     root = ann["root"]
-    if ru.static_shape(root) is None or ru.dtype(root) != "float32":
-        return "shapes must be static and the dequantized op float32"
+    if ru.dtype(root) != "float32":
+        return "the dequantized op must be float32"
     reason = _why_not_quantized("input", ann["src_q"], ann["src_scale"], ann["src_zp"])
     if reason:
         return reason
     base = spec.chain.base
     reason = _why_not_qconv2d(root) if base == "conv2d" else _why_not_qmatmul(root)
+    reason = reason or ru.why_not_plain_dims(ru.shape_dims(root))
     if reason:
         return reason
-    out_shape = ru.static_shape(root)
+    out_shape = ru.shape_dims(root)
     out_channels = out_shape[1] if base == "conv2d" else out_shape[-1]
     reason = _why_not_weight(base, ann, out_channels)
     if reason:
@@ -319,8 +329,11 @@ def _why_not_qpool(ctx: PatternCheckContext) -> str | None:
 def _why_not_quantize(ctx: PatternCheckContext) -> str | None:
     ann = dict(ctx.annotated_expr)
     data = ann["lhs"]
-    if ru.dtype(data) != "float32" or ru.static_shape(data) is None:
-        return "quantize takes static-shape float32 data"
+    if ru.dtype(data) != "float32":
+        return "quantize takes float32 data"
+    reason = ru.why_not_plain_dims(ru.shape_dims(data))
+    if reason:
+        return reason
     return _why_not_quantized("output", ann["dst"], ann["dst_scale"], ann["dst_zp"])
 
 

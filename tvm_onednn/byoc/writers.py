@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import tvm
 from tvm import relax
 
 from .. import relax_utils as ru
@@ -26,6 +27,23 @@ class CodegenError(ValueError):
     """A region cannot be expressed in the subgraph format."""
 
 
+class SymbolNames:
+    """Names of a region's symbolic dims (version 2 of the format): a TIR variable's own
+    name, made unique within the region when two distinct variables share a name."""
+
+    def __init__(self):
+        self.names: dict[tvm.tirx.Var, str] = {}
+
+    def __call__(self, var: tvm.tirx.Var) -> str:
+        if var not in self.names:
+            taken = set(self.names.values())
+            name, suffix = var.name, 1
+            while name in taken:
+                name, suffix = f"{var.name}_{suffix}", suffix + 1
+            self.names[var] = name
+        return self.names[var]
+
+
 @dataclass(frozen=True)
 class CompositeCall:
     """One call of a composite function inside a region."""
@@ -34,6 +52,7 @@ class CompositeCall:
     func: relax.Function  # the composite function
     call: relax.Call  # the call inside the region
     resolve: Resolve  # region-level expression (argument, constant) -> reference
+    symbols: SymbolNames | None = None  # names of the region's symbolic dims
 
     def operand_resolver(self) -> Resolve:
         """Resolves expressions inside the composite: its parameters map to the call's
@@ -76,10 +95,16 @@ def writable_composites() -> list[str]:
 # Helpers shared by the writers.
 
 
-def tensor_info(expr: relax.Expr) -> dict[str, Any]:
-    shape = ru.static_shape(expr)
-    if shape is None:
-        raise CodegenError(f"oneDNN regions need static tensor shapes, got {expr.ty}")
+def tensor_info(expr: relax.Expr, symbols: SymbolNames | None = None) -> dict[str, Any]:
+    """``shape`` and ``dtype``; a symbolic dim is written as its name from ``symbols``
+    (without ``symbols``, e.g. for constants, every dim must be static)."""
+    dims = ru.shape_dims(expr)
+    reason = ru.why_not_plain_dims(dims)
+    if reason:
+        raise CodegenError(f"{reason}: {expr.ty}")
+    if symbols is None and ru.symbolic_dims(dims):
+        raise CodegenError(f"this tensor needs static dims, got {expr.ty}")
+    shape = [symbols(d) if ru.is_symbolic(d) else d for d in dims]
     return {"shape": shape, "dtype": ru.dtype(expr)}
 
 
@@ -123,7 +148,7 @@ def activation_attrs(activation: str | None, expr: relax.Expr | None) -> dict[st
 
 def node(site: CompositeCall, inputs: list[Ref], attrs: Mapping, **extra: Any) -> dict:
     """A JSON node: op, inputs, attrs, any extra fields, then the output's shape/dtype."""
-    return {"op": site.name, "inputs": inputs, "attrs": dict(attrs), **extra, **tensor_info(site.call)}
+    return {"op": site.name, "inputs": inputs, "attrs": dict(attrs), **extra, **tensor_info(site.call, site.symbols)}
 
 
 # ----------------------------------------------------------------------------------------
