@@ -46,7 +46,7 @@ def test_bad_shape(model_dir, tmp_path, capsys, shape):
     _fails(argv, capsys, "data")
 
 
-def test_dynamic_shape_needs_input_shapes(tmp_path, capsys):
+def test_dynamic_shape_stays_free_unless_fixed(tmp_path, capsys):
     import onnx
     from onnx import TensorProto, helper
 
@@ -56,9 +56,11 @@ def test_dynamic_shape_needs_input_shapes(tmp_path, capsys):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.save(model, tmp_path / "dyn.onnx")
-    _fails(["inspect", tmp_path / "dyn.onnx"], capsys, "dynamic shape", "--input-shapes x:1,3")
+    assert main(["inspect", str(tmp_path / "dyn.onnx")]) == 0
+    assert "inputs: x:[N, 3] float32" in capsys.readouterr().out
     assert main(["inspect", str(tmp_path / "dyn.onnx"), "--input-shapes", "x:4,3"]) == 0
     assert "inputs: x:[4, 3] float32" in capsys.readouterr().out
+    _fails(["inspect", tmp_path / "dyn.onnx", "--input-shapes", "x:4,3,1"], capsys, "rank")
 
 
 def test_bad_target(model_dir, tmp_path, capsys):

@@ -18,8 +18,10 @@ from .io import (
     InputError,
     TensorSpec,
     calibration_batches,
+    format_shape,
     import_model,
     load_calibration_samples,
+    symbolic_dims,
 )
 from .metadata import make_metadata, with_metadata
 
@@ -77,13 +79,15 @@ class CompileResult:
     quantize_report: QuantizeReport | None = None  # what --quantize int8 did
 
     def __str__(self) -> str:
-        shapes = ", ".join(f"{s.name}:{list(s.shape)} {s.dtype}" for s in self.inputs)
+        shapes = ", ".join(f"{s.name}:{format_shape(s.shape)} {s.dtype}" for s in self.inputs)
+        free = symbolic_dims(self.inputs)
         lines = [
             (
                 f"compiled {'int8' if self.quantized else 'float32'} model for {self.target} "
                 f"in {self.seconds:.1f} s"
             ),
-            f"inputs: {shapes}",
+            f"inputs: {shapes}"
+            + (f" ({', '.join(free)}: any size)" if free else ""),
         ]
         if self.tuning_records:
             lines.append(
@@ -139,6 +143,9 @@ def compile_onnx(
     dump_ir: str | os.PathLike | None = None,
 ) -> CompileResult:
     """Import, optionally quantize, compile with the oneDNN pipeline, export a ``.so``.
+
+    Dims the model leaves free (a dynamic batch axis) stay free in the library unless
+    ``input_shapes`` fixes them; the library's metadata records them by name.
 
     ``dump_ir`` writes the IR after each phase (imported, quantized, then each phase of the
     ``"onednn"`` pipeline, see :class:`tvm_onednn.pipeline.PipelineTrace`) and the offload

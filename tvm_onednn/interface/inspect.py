@@ -6,7 +6,8 @@ import os
 from dataclasses import dataclass
 
 from ..byoc.summary import OffloadSummary, offload_summary
-from .io import TensorSpec, import_model
+from .io import TensorSpec, format_shape, import_model
+from .metadata import spec_as_dict
 
 
 @dataclass
@@ -18,18 +19,19 @@ class Inspection:
     def as_dict(self) -> dict:
         return {
             "model": self.model,
-            "inputs": [s.as_dict() for s in self.inputs],
+            "inputs": [spec_as_dict(s) for s in self.inputs],
             "offload": self.summary.as_dict(),
         }
 
     def __str__(self) -> str:
-        shapes = ", ".join(f"{s.name}:{list(s.shape)} {s.dtype}" for s in self.inputs)
+        shapes = ", ".join(f"{s.name}:{format_shape(s.shape)} {s.dtype}" for s in self.inputs)
         return f"{self.model}\ninputs: {shapes}\n{self.summary}"
 
 
 def inspect_model(
     model: str | os.PathLike, input_shapes: dict[str, list[int]] | None = None
 ) -> Inspection:
-    """Import ``model`` and summarize its oneDNN offload (nothing is compiled)."""
+    """Import ``model`` and summarize its oneDNN offload (nothing is compiled). Dims the
+    model leaves free (a dynamic batch axis) stay free unless ``input_shapes`` fixes them."""
     mod, specs = import_model(model, input_shapes)
     return Inspection(os.fspath(model), list(specs), offload_summary(mod))

@@ -61,6 +61,113 @@ def parse_input_shapes(texts: Sequence[str] | None) -> dict[str, list[int]]:
     return shapes
 
 
+# --------------------------------------------------------------------------- symbolic dims
+
+Dim = int | str  # a static size, or the name of a dim the model leaves free (e.g. "batch")
+
+
+def is_static(dim) -> bool:
+    """Whether ``dim`` is a fixed size (a positive int) rather than a symbol."""
+    return isinstance(dim, (int, np.integer)) and not isinstance(dim, bool) and dim > 0
+
+
+def format_shape(shape: Sequence[Dim]) -> str:
+    """``("batch", 3, 224, 224)`` -> ``"[batch, 3, 224, 224]"``."""
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def symbolic_dims(specs: Sequence[TensorSpec]) -> list[str]:
+    """Names of the free dims of ``specs``, in order of first appearance."""
+    return list(dict.fromkeys(str(d) for s in specs for d in s.shape if not is_static(d)))
+
+
+def bind_shape(
+    shape: Sequence[int], spec: TensorSpec, bound: dict[str, int], source: str
+) -> None:
+    """Check ``shape`` against ``spec``; a free dim takes any size, the same size everywhere.
+
+    ``bound`` maps the free dims seen so far to their sizes and is updated. Raises
+    :class:`InputError` naming the first dim that does not fit.
+    """
+    expected = format_shape(spec.shape)
+    if len(shape) != len(spec.shape):
+        raise InputError(
+            f"{source}: input {spec.name!r} has shape {list(shape)} (rank {len(shape)}), the "
+            f"model expects {expected} (rank {len(spec.shape)})"
+        )
+    for axis, (got, want) in enumerate(zip(shape, spec.shape)):
+        if is_static(want):
+            if got != want:
+                raise InputError(
+                    f"{source}: input {spec.name!r} has shape {list(shape)}, the model expects "
+                    f"{expected}: dim {axis} must be {want}, got {got}"
+                )
+            continue
+        name = str(want)
+        if got < 1:
+            raise InputError(
+                f"{source}: input {spec.name!r} has shape {list(shape)}: dim {axis} ({name}) "
+                "must be >= 1"
+            )
+        if bound.setdefault(name, got) != got:
+            raise InputError(
+                f"{source}: input {spec.name!r} has {name}={got} (dim {axis}), another input "
+                f"has {name}={bound[name]}; the model expects one {name} for all inputs"
+            )
+
+
+def concrete_shapes(
+    specs: Sequence[TensorSpec], batch: int | None = None, source: str = "the model"
+) -> dict[str, list[int]]:
+    """Static shapes for ``specs``: the leading dim set to ``batch`` (when given).
+
+    A static leading dim must already equal ``batch``; a free dim other than the batch
+    cannot be guessed and raises :class:`InputError`.
+    """
+    if batch is not None and batch < 1:
+        raise InputError(f"batch must be >= 1, got {batch}")
+    shapes = {}
+    for s in specs:
+        shape = list(s.shape)
+        if batch is not None and shape:
+            if is_static(shape[0]) and shape[0] != batch:
+                raise InputError(
+                    f"{source} takes input {s.name!r} of shape {format_shape(s.shape)} only "
+                    f"(batch {shape[0]}, compiled without a free batch dim); batch {batch} "
+                    "needs a library compiled with a dynamic batch (compile without "
+                    "--input-shapes, from a model with a dynamic batch axis)"
+                )
+            shape[0] = batch
+        free = [str(d) for d in shape if not is_static(d)]
+        if free:
+            raise InputError(
+                f"{source}: input {s.name!r} has free dim(s) {free} ({format_shape(s.shape)}); "
+                "give static shapes"
+            )
+        shapes[s.name] = [int(d) for d in shape]
+    return shapes
+
+
+def dynamic_batch(model: onnx.ModelProto, name: str = "batch") -> onnx.ModelProto:
+    """A copy of ``model`` whose inputs' and outputs' leading dim is the symbol ``name``.
+
+    For models exported at a fixed batch whose graph does not depend on it (no reshape to
+    a constant batch). Recorded intermediate shapes are dropped: they name the old batch.
+    """
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    initializers = {init.name for init in out.graph.initializer}
+    for value in [*out.graph.input, *out.graph.output]:
+        if value.name in initializers:
+            continue
+        dims = value.type.tensor_type.shape.dim
+        if len(dims):
+            dims[0].Clear()
+            dims[0].dim_param = name
+    del out.graph.value_info[:]
+    return out
+
+
 # --------------------------------------------------------------------------- models
 
 
@@ -93,36 +200,38 @@ def model_inputs(
         raise as_input_error(err) from None
 
 
-def with_batch(specs: Sequence[TensorSpec], batch: int) -> dict[str, list[int]]:
-    """Shapes of ``specs`` with the leading (batch) dim set to ``batch``."""
-    if batch < 1:
-        raise InputError(f"batch must be >= 1, got {batch}")
-    return {s.name: [batch, *s.shape[1:]] for s in specs}
-
-
 def import_model(path: str | os.PathLike, shapes: Mapping[str, Sequence[int]] | None = None):
     """ONNX file -> (Relax module, input specs), every error an :class:`InputError`.
 
-    Shape computations are folded when TVM's importer needs it (``frontend.from_onnx``).
+    Dims the model leaves free (a dynamic batch axis) stay free unless ``shapes`` fixes
+    them; shape computations are folded when TVM's importer needs it
+    (``frontend.from_onnx``).
     """
     try:
         model = frontend.load_model(os.fspath(path))
         specs = frontend.model_inputs(model, shapes)
-        mod = frontend.from_onnx(model, {s.name: list(s.shape) for s in specs})
+        mod = frontend.from_onnx(model, dict(shapes or {}))
     except ModelImportError as err:
         raise as_input_error(err) from None
     return mod, specs
 
 
-def random_inputs(specs: Sequence[TensorSpec], seed: int = 0) -> dict[str, np.ndarray]:
-    """Standard-normal floats (zeros for integer inputs) of the given specs."""
+def random_inputs(
+    specs: Sequence[TensorSpec],
+    seed: int = 0,
+    batch: int | None = None,
+    source: str = "the model",
+) -> dict[str, np.ndarray]:
+    """Standard-normal floats (zeros for integer inputs) of the given specs, at ``batch``
+    (see :func:`concrete_shapes`; ``source`` names the model in its errors)."""
     rng = np.random.default_rng(seed)
+    shapes = concrete_shapes(specs, batch, source)
     out = {}
     for s in specs:
         if np.issubdtype(np.dtype(s.dtype), np.floating):
-            out[s.name] = rng.standard_normal(s.shape).astype(s.dtype)
+            out[s.name] = rng.standard_normal(shapes[s.name]).astype(s.dtype)
         else:
-            out[s.name] = np.zeros(s.shape, dtype=s.dtype)
+            out[s.name] = np.zeros(shapes[s.name], dtype=s.dtype)
     return out
 
 
@@ -152,7 +261,8 @@ def match_inputs(
 ) -> list[np.ndarray]:
     """``arrays`` in the order of ``specs``, checked for names, shapes and dtypes.
 
-    A single unnamed-looking array (``arr_0``) is accepted for a single-input model.
+    A free dim of a spec (e.g. ``batch``) takes any size, the same in every input. A single
+    unnamed-looking array (``arr_0``) is accepted for a single-input model.
     """
     names = [s.name for s in specs]
     arrays = dict(arrays)
@@ -169,13 +279,10 @@ def match_inputs(
     if missing:
         raise InputError(f"{source}: missing input(s) {missing}; the model's inputs are {names}")
     out = []
+    bound: dict[str, int] = {}
     for s in specs:
         arr = np.asarray(arrays[s.name])
-        if tuple(arr.shape) != tuple(s.shape):
-            raise InputError(
-                f"{source}: input {s.name!r} has shape {list(arr.shape)}, the model expects "
-                f"{list(s.shape)}"
-            )
+        bind_shape(arr.shape, s, bound, source)
         if arr.dtype != np.dtype(s.dtype):
             if np.can_cast(arr.dtype, s.dtype, casting="same_kind"):
                 arr = arr.astype(s.dtype)
@@ -208,7 +315,8 @@ def load_calibration_samples(
 
     ``path`` is an ``.npz`` keyed by input name whose arrays have a leading sample axis
     (an ``.npy`` for a single-input model), or a directory of such files, concatenated in
-    name order. The sample shape must be the model input's shape without its batch dim.
+    name order. The sample shape must be the model input's shape without its batch dim
+    (a free dim there takes any size).
     """
     files = _calibration_files(Path(path))
     names = [s.name for s in specs]
@@ -231,11 +339,15 @@ def load_calibration_samples(
             )
         for s in specs:
             arr = np.asarray(arrays[s.name])
-            if arr.ndim != len(s.shape) or tuple(arr.shape[1:]) != tuple(s.shape[1:]):
+            fits = arr.ndim == len(s.shape) and all(
+                got == want or not is_static(want)
+                for got, want in zip(arr.shape[1:], s.shape[1:])
+            )
+            if not fits:
                 raise InputError(
                     f"calibration file {str(file)!r}: {s.name!r} has shape {list(arr.shape)}; "
                     f"expected [N, {', '.join(map(str, s.shape[1:]))}] (N samples of the model "
-                    f"input {list(s.shape)})"
+                    f"input {format_shape(s.shape)})"
                 )
             if not np.issubdtype(arr.dtype, np.number):
                 raise InputError(f"calibration file {str(file)!r}: {s.name!r} is {arr.dtype}")
@@ -247,12 +359,25 @@ def load_calibration_samples(
     return samples
 
 
+#: Samples per calibration batch when the model's batch dim is free (any size runs).
+CALIB_BATCH = 8
+
+
 def calibration_batches(
     samples: Mapping[str, np.ndarray], specs: Sequence[TensorSpec]
 ) -> list[dict[str, np.ndarray]]:
-    """Split samples into batches of the model's batch size (a last partial one is dropped)."""
-    batch = specs[0].shape[0]
+    """Split samples into batches the model takes.
+
+    A static batch size: batches of that size (a last partial one is dropped). A free batch
+    dim: batches of :data:`CALIB_BATCH` samples, the last one holding the rest.
+    """
     total = len(next(iter(samples.values())))
+    if not is_static(specs[0].shape[0]):
+        return [
+            {n: np.ascontiguousarray(a[i : i + CALIB_BATCH]) for n, a in samples.items()}
+            for i in range(0, total, CALIB_BATCH)
+        ]
+    batch = specs[0].shape[0]
     if total < batch:
         raise InputError(
             f"calibration data has {total} sample(s), fewer than one batch of the model "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import time
@@ -26,6 +27,7 @@ class LoadedModel:
     inputs: list[TensorSpec] | None  # None: built without tvm-onednn's metadata
     param_names: list[str]
     metadata: dict | None = None
+    module: tvm.runtime.Module | None = None  # the loaded library (for region statistics)
 
     def __call__(self, *arrays: np.ndarray) -> list[np.ndarray]:
         args = [tvm.runtime.tensor(np.ascontiguousarray(a)) for a in arrays]
@@ -58,7 +60,32 @@ def load_library(path: str | os.PathLike) -> LoadedModel:
     arity = vm._get_function_arity("main")
     names = [vm._get_function_param_name("main", i) for i in range(arity)]
     metadata = read_metadata(vm)
-    return LoadedModel(path, vm, input_specs(metadata), names, metadata)
+    return LoadedModel(path, vm, input_specs(metadata), names, metadata, lib)
+
+
+def region_stats(lib) -> list[dict]:
+    """``get_stats`` of every oneDNN region module inside a loaded library."""
+    stats, seen, todo = [], set(), [lib]
+    while todo:
+        mod = todo.pop()
+        if id(mod) in seen:
+            continue
+        seen.add(id(mod))
+        if getattr(mod, "kind", "") == "onednn_json":
+            stats.append(json.loads(mod["get_stats"]()))
+        todo.extend(getattr(mod, "imports", []))
+    return stats
+
+
+def plans_cached(lib) -> int | None:
+    """oneDNN plans held by a library's regions (one per region and input shape), or None
+    when there is no library or the runtime does not report it."""
+    if lib is None:
+        return None
+    counts = [s.get("plans_cached") for s in region_stats(lib)]
+    if not counts or any(c is None for c in counts):
+        return None
+    return int(sum(counts))
 
 
 def inputs_for(model: LoadedModel, arrays: dict[str, np.ndarray], source: str) -> list[np.ndarray]:
