@@ -9,6 +9,7 @@
 #include <tvm/ffi/extra/json.h>
 #include <tvm/ffi/string.h>
 
+#include <algorithm>
 #include <cmath>
 #include <set>
 
@@ -106,14 +107,6 @@ std::vector<int64_t> AsIntList(const Any& v, const Ctx& ctx, const std::string& 
   return out;
 }
 
-std::vector<int64_t> AsShape(const Any& v, const Ctx& ctx, const std::string& what) {
-  std::vector<int64_t> shape = AsIntList(v, ctx, what);
-  for (int64_t d : shape) {
-    if (d <= 0) ctx.Fail(what + " " + ShapeStr(shape) + " has a non-positive dimension");
-  }
-  return shape;
-}
-
 DType AsDType(const Any& v, const Ctx& ctx, const std::string& what) {
   std::string name = AsString(v, ctx, what);
   DType dtype;
@@ -125,10 +118,65 @@ DType AsDType(const Any& v, const Ctx& ctx, const std::string& what) {
   return dtype;
 }
 
-TensorInfo ParseTensorInfo(const Any& v, const Ctx& ctx, const std::string& what) {
+/*! \brief Where a shape is declared, which decides what a string (symbolic) dim may be. */
+enum class ShapeRole {
+  kConstant,     // static only
+  kInput,        // a string declares (or repeats) a symbol
+  kNodeOutput,   // a string must name a symbol declared by an input
+};
+
+/*!
+ * \brief A shape whose dims are positive integers or, in version 2 region inputs and node
+ *        outputs, strings naming symbols (encoded as SymbolDim, see graph.h).
+ */
+std::vector<int64_t> AsDims(const Any& v, const Ctx& ctx, const std::string& what,
+                            ShapeRole role, Graph* g) {
+  json::Array arr = AsArray(v, ctx, what);
+  std::vector<int64_t> shape;
+  for (size_t i = 0; i < arr.size(); ++i) {
+    std::string dim_what = what + "[" + std::to_string(i) + "]";
+    auto name = arr[i].as<String>();
+    if (!name.has_value()) {
+      int64_t d = AsInt(arr[i], ctx, dim_what);
+      if (d <= 0) {
+        std::string dims;
+        for (size_t k = 0; k < arr.size(); ++k) {
+          auto s = arr[k].as<String>();
+          dims += (k ? "," : "") + (s ? std::string(*s) : std::to_string(AsInt(arr[k], ctx, what)));
+        }
+        ctx.Fail(what + " [" + dims + "] has a non-positive dimension");
+      }
+      shape.push_back(d);
+      continue;
+    }
+    std::string sym(*name);
+    if (role == ShapeRole::kConstant) {
+      ctx.Fail(dim_what + " is the symbol '" + sym + "', but constants must have static shapes");
+    }
+    if (g->version < 2) {
+      ctx.Fail(dim_what + " is the symbol '" + sym + "', but symbolic dimensions need \"version\": 2" +
+               " (the document has version " + std::to_string(g->version) + ")");
+    }
+    if (sym.empty()) ctx.Fail(dim_what + " is an empty symbol name");
+    auto it = std::find(g->symbols.begin(), g->symbols.end(), sym);
+    if (it == g->symbols.end()) {
+      if (role != ShapeRole::kInput) {
+        ctx.Fail(dim_what + " is the symbol '" + sym + "', which is not a dim of any region " +
+                 "input (a symbol takes its value from the input shapes at call time)");
+      }
+      g->symbols.push_back(sym);
+      it = g->symbols.end() - 1;
+    }
+    shape.push_back(SymbolDim(static_cast<size_t>(it - g->symbols.begin())));
+  }
+  return shape;
+}
+
+TensorInfo ParseTensorInfo(const Any& v, const Ctx& ctx, const std::string& what, ShapeRole role,
+                           Graph* g) {
   json::Object obj = AsObject(v, ctx, what);
   TensorInfo info;
-  info.shape = AsShape(Required(obj, "shape", ctx, what), ctx, what + " shape");
+  info.shape = AsDims(Required(obj, "shape", ctx, what), ctx, what + " shape", role, g);
   info.dtype = AsDType(Required(obj, "dtype", ctx, what), ctx, what + " dtype");
   return info;
 }
@@ -324,6 +372,17 @@ void ValidateNodeDTypes(const Graph& g, const Node& node, const Ctx& ctx) {
   }
 }
 
+/*! \brief Fails if a dim of `shape` from index `from` on is symbolic, saying `why`. */
+void RequireStatic(const Graph& g, const std::vector<int64_t>& shape, size_t from, const Ctx& ctx,
+                   const std::string& what, const std::string& why) {
+  for (size_t i = from; i < shape.size(); ++i) {
+    if (IsSymbolic(shape[i])) {
+      ctx.Fail(what + " shape " + g.DimsStr(shape) + " has the symbolic dim " +
+               std::to_string(i) + " (" + g.DimStr(shape[i]) + "): " + why);
+    }
+  }
+}
+
 void ValidateNodeShapes(const Graph& g, const Node& node, const Ctx& ctx) {
   const OpSpec& spec = *node.spec;
   std::vector<const TensorInfo*> ops;
@@ -331,8 +390,8 @@ void ValidateNodeShapes(const Graph& g, const Node& node, const Ctx& ctx) {
   const std::vector<int64_t>& out = node.out.shape;
   auto check_out = [&](const std::vector<int64_t>& expected) {
     if (out != expected) {
-      ctx.Fail("declared output shape " + ShapeStr(out) + " does not match the shape " +
-               ShapeStr(expected) + " computed from its operands and attrs");
+      ctx.Fail("declared output shape " + g.DimsStr(out) + " does not match the shape " +
+               g.DimsStr(expected) + " computed from its operands and attrs");
     }
   };
   auto check_residual = [&]() {
@@ -340,20 +399,22 @@ void ValidateNodeShapes(const Graph& g, const Node& node, const Ctx& ctx) {
     if (ri < 0) return;
     if (ops[ri]->shape != out) {
       ctx.Fail("residual (" + g.RefStr(node.inputs[ri]) + ") has shape " +
-               ShapeStr(ops[ri]->shape) + ", expected the output shape " + ShapeStr(out));
+               g.DimsStr(ops[ri]->shape) + ", expected the output shape " + g.DimsStr(out));
     }
   };
   const NodeAttrs& a = node.attrs;
   if (spec.base == BaseOp::kConv2d) {
     const auto& x = ops[0]->shape;
     const auto& w = ops[1]->shape;
-    if (x.size() != 4) ctx.Fail("data must be 4-D NCHW, got shape " + ShapeStr(x));
-    if (w.size() != 4) ctx.Fail("weight must be 4-D OIHW, got shape " + ShapeStr(w));
+    if (x.size() != 4) ctx.Fail("data must be 4-D NCHW, got shape " + g.DimsStr(x));
+    if (w.size() != 4) ctx.Fail("weight must be 4-D OIHW, got shape " + g.DimsStr(w));
+    RequireStatic(g, x, 1, ctx, "data", "only the batch dim N of a conv2d may be symbolic");
+    RequireStatic(g, w, 0, ctx, "weight", "conv2d weights must have a static shape");
     int64_t g_ = a.groups;
     if (g_ <= 0) ctx.Fail("attr groups must be positive, got " + std::to_string(g_));
     if (x[1] != w[1] * g_) {
-      ctx.Fail("data has " + std::to_string(x[1]) + " channels (shape " + ShapeStr(x) +
-               "), but weight " + ShapeStr(w) + " with groups=" + std::to_string(g_) + " expects " +
+      ctx.Fail("data has " + std::to_string(x[1]) + " channels (shape " + g.DimsStr(x) +
+               "), but weight " + g.DimsStr(w) + " with groups=" + std::to_string(g_) + " expects " +
                std::to_string(w[1] * g_));
     }
     if (w[0] % g_ != 0) {
@@ -365,18 +426,19 @@ void ValidateNodeShapes(const Graph& g, const Node& node, const Ctx& ctx) {
       int64_t span = a.dilation[d] * (w[2 + d] - 1) + 1;
       int64_t padded = x[2 + d] + a.padding[d] + a.padding[d + 2];
       if (padded < span) {
-        ctx.Fail("kernel " + ShapeStr(w) + " (dilated extent " + std::to_string(span) +
-                 ") is larger than the padded input " + ShapeStr(x));
+        ctx.Fail("kernel " + g.DimsStr(w) + " (dilated extent " + std::to_string(span) +
+                 ") is larger than the padded input " + g.DimsStr(x));
       }
       expected[2 + d] = (padded - span) / a.strides[d] + 1;
     }
     check_out(expected);
     if (spec.has_bias) {
       const auto& b = ops[spec.BiasIndex()]->shape;
+      RequireStatic(g, b, 0, ctx, "bias", "bias shapes must be static");
       bool ok = (b.size() == 1 && b[0] == w[0]) ||
                 (b.size() == 4 && b[0] == 1 && b[1] == w[0] && b[2] == 1 && b[3] == 1);
       if (!ok) {
-        ctx.Fail("bias has shape " + ShapeStr(b) + ", expected [" + std::to_string(w[0]) +
+        ctx.Fail("bias has shape " + g.DimsStr(b) + ", expected [" + std::to_string(w[0]) +
                  "] (or [1," + std::to_string(w[0]) + ",1,1])");
       }
     }
@@ -384,15 +446,15 @@ void ValidateNodeShapes(const Graph& g, const Node& node, const Ctx& ctx) {
   } else if (spec.base == BaseOp::kMatmul) {
     const auto& A = ops[0]->shape;
     const auto& B = ops[1]->shape;
-    if (A.size() < 2) ctx.Fail("a must have at least 2 dims, got shape " + ShapeStr(A));
+    if (A.size() < 2) ctx.Fail("a must have at least 2 dims, got shape " + g.DimsStr(A));
     if (B.size() != 2 && B.size() != A.size()) {
-      ctx.Fail("b must be 2-D or have the same rank as a; got a " + ShapeStr(A) + ", b " +
-               ShapeStr(B));
+      ctx.Fail("b must be 2-D or have the same rank as a; got a " + g.DimsStr(A) + ", b " +
+               g.DimsStr(B));
     }
     if (B.size() == A.size() && B.size() > 2) {
       for (size_t i = 0; i + 2 < A.size(); ++i) {
         if (A[i] != B[i]) {
-          ctx.Fail("batch dims of a " + ShapeStr(A) + " and b " + ShapeStr(B) +
+          ctx.Fail("batch dims of a " + g.DimsStr(A) + " and b " + g.DimsStr(B) +
                    " differ (broadcasting is not supported)");
         }
       }
@@ -400,8 +462,8 @@ void ValidateNodeShapes(const Graph& g, const Node& node, const Ctx& ctx) {
     int64_t K = A.back();
     int64_t Kb = B[B.size() - 2];
     if (K != Kb) {
-      ctx.Fail("reduction dims differ: a " + ShapeStr(A) + " has K=" + std::to_string(K) +
-               ", b " + ShapeStr(B) + " has K=" + std::to_string(Kb));
+      ctx.Fail("reduction dims differ: a " + g.DimsStr(A) + " has K=" + g.DimStr(K) + ", b " +
+               g.DimsStr(B) + " has K=" + g.DimStr(Kb));
     }
     int64_t N = B.back();
     std::vector<int64_t> expected(A.begin(), A.end() - 1);
@@ -409,8 +471,9 @@ void ValidateNodeShapes(const Graph& g, const Node& node, const Ctx& ctx) {
     check_out(expected);
     if (spec.has_bias) {
       const auto& b = ops[spec.BiasIndex()]->shape;
+      RequireStatic(g, b, 0, ctx, "bias", "bias shapes must be static");
       if (!IsVectorOf(b, N) || b.size() > A.size()) {
-        ctx.Fail("bias has shape " + ShapeStr(b) + ", expected [" + std::to_string(N) + "]");
+        ctx.Fail("bias has shape " + g.DimsStr(b) + ", expected [" + g.DimStr(N) + "]");
       }
     }
     check_residual();
@@ -418,7 +481,8 @@ void ValidateNodeShapes(const Graph& g, const Node& node, const Ctx& ctx) {
     check_out(ops[0]->shape);
   } else {
     const auto& x = ops[0]->shape;
-    if (x.size() != 4) ctx.Fail("data must be 4-D NCHW, got shape " + ShapeStr(x));
+    if (x.size() != 4) ctx.Fail("data must be 4-D NCHW, got shape " + g.DimsStr(x));
+    RequireStatic(g, x, 1, ctx, "data", "only the batch dim N of a pool may be symbolic");
     if (spec.base == BaseOp::kGlobalAvgPool2d) {
       check_out({x[0], x[1], 1, 1});
     } else {
@@ -427,10 +491,10 @@ void ValidateNodeShapes(const Graph& g, const Node& node, const Ctx& ctx) {
         int64_t span = a.dilation[d] * (a.pool_size[d] - 1) + 1;
         if (x[2 + d] + a.padding[d] + a.padding[d + 2] < span) {
           ctx.Fail("pool window (extent " + std::to_string(span) +
-                   ") is larger than the padded input " + ShapeStr(x));
+                   ") is larger than the padded input " + g.DimsStr(x));
         }
         if (a.padding[d] >= span || a.padding[d + 2] >= span) {
-          ctx.Fail("padding " + ShapeStr(a.padding) + " must be smaller than the pool window");
+          ctx.Fail("padding " + g.DimsStr(a.padding) + " must be smaller than the pool window");
         }
         expected[2 + d] = PoolOutSize(x[2 + d], a.pool_size[d], a.strides[d], a.padding[d],
                                       a.padding[d + 2], a.dilation[d], a.ceil_mode);
@@ -475,6 +539,18 @@ const TensorInfo& Graph::Info(const ValueRef& r) const {
   return inputs.at(0);
 }
 
+std::string Graph::DimStr(int64_t dim) const {
+  if (!IsSymbolic(dim)) return std::to_string(dim);
+  size_t k = SymbolIndex(dim);
+  return k < symbols.size() ? symbols[k] : "?" + std::to_string(k);
+}
+
+std::string Graph::DimsStr(const std::vector<int64_t>& shape) const {
+  std::string out = "[";
+  for (size_t i = 0; i < shape.size(); ++i) out += (i ? "," : "") + DimStr(shape[i]);
+  return out + "]";
+}
+
 std::string Graph::RefStr(const ValueRef& r) const {
   switch (r.kind) {
     case RefKind::kInput:
@@ -513,14 +589,15 @@ Graph ParseGraph(const std::string& text) {
     ctx.Fail("\"format\" is '" + format + "', expected '" + kSubgraphFormatName + "'");
   }
   g.version = AsInt(Required(root, "version", ctx, "document"), ctx, "\"version\"");
-  if (g.version != kSubgraphFormatVersion) {
+  if (g.version < 1 || g.version > kSubgraphFormatVersion) {
     ctx.Fail("unsupported subgraph format version " + std::to_string(g.version) +
-             " (this runtime supports version " + std::to_string(kSubgraphFormatVersion) + ")");
+             " (this runtime supports versions 1 to " + std::to_string(kSubgraphFormatVersion) + ")");
   }
 
   json::Array inputs = AsArray(Required(root, "inputs", ctx, "document"), ctx, "\"inputs\"");
   for (size_t i = 0; i < inputs.size(); ++i) {
-    g.inputs.push_back(ParseTensorInfo(inputs[i], ctx, "input " + std::to_string(i)));
+    g.inputs.push_back(ParseTensorInfo(inputs[i], ctx, "input " + std::to_string(i),
+                                       ShapeRole::kInput, &g));
   }
   json::Array consts =
       AsArray(Required(root, "constants", ctx, "document"), ctx, "\"constants\"");
@@ -528,7 +605,7 @@ Graph ParseGraph(const std::string& text) {
   for (size_t i = 0; i < consts.size(); ++i) {
     std::string what = "constant " + std::to_string(i);
     ConstInfo c;
-    static_cast<TensorInfo&>(c) = ParseTensorInfo(consts[i], ctx, what);
+    static_cast<TensorInfo&>(c) = ParseTensorInfo(consts[i], ctx, what, ShapeRole::kConstant, &g);
     json::Object obj = AsObject(consts[i], ctx, what);
     c.name = AsString(Required(obj, "name", ctx, what), ctx, what + " name");
     if (c.name.empty()) ctx.Fail(what + " has an empty name");
@@ -566,7 +643,8 @@ Graph ParseGraph(const std::string& text) {
     auto fail = [&nctx](const std::string& msg) { nctx.Fail(msg); };
     std::optional<Any> quant = Field(obj, "quant");
     node.quant = ParseQuant(*node.spec, quant ? &*quant : nullptr, fail);
-    node.out.shape = AsShape(Required(obj, "shape", nctx, "node"), nctx, "output shape");
+    node.out.shape =
+        AsDims(Required(obj, "shape", nctx, "node"), nctx, "output shape", ShapeRole::kNodeOutput, &g);
     node.out.dtype = AsDType(Required(obj, "dtype", nctx, "node"), nctx, "output");
     ValidateNodeDTypes(g, node, nctx);
     ValidateNodeShapes(g, node, nctx);

@@ -17,8 +17,11 @@
 
 namespace tvm_onednn {
 
-/*! \brief Highest subgraph format version this runtime understands. */
-constexpr int64_t kSubgraphFormatVersion = 1;
+/*!
+ * \brief Highest subgraph format version this runtime understands. Version 2 adds symbolic
+ *        dimensions (a string instead of an integer); version 1 documents are read as before.
+ */
+constexpr int64_t kSubgraphFormatVersion = 2;
 /*! \brief Value of the "format" field. */
 constexpr const char* kSubgraphFormatName = "tvm_onednn.subgraph";
 
@@ -34,6 +37,15 @@ struct ValueRef {
   bool operator==(const ValueRef& o) const { return kind == o.kind && index == o.index; }
   bool operator!=(const ValueRef& o) const { return !(*this == o); }
 };
+
+/*!
+ * \brief A dimension < 0 in a parsed Graph stands for symbol `SymbolIndex(d)` of
+ *        Graph::symbols (its value is bound from the inputs at call time); a concrete graph
+ *        (no symbols) has only positive dims.
+ */
+inline bool IsSymbolic(int64_t dim) { return dim < 0; }
+inline int64_t SymbolDim(size_t index) { return -static_cast<int64_t>(index) - 1; }
+inline size_t SymbolIndex(int64_t dim) { return static_cast<size_t>(-dim - 1); }
 
 struct TensorInfo {
   std::vector<int64_t> shape;
@@ -74,7 +86,14 @@ struct Graph {
   std::vector<ConstInfo> constants;
   std::vector<Node> nodes;
   std::vector<ValueRef> outputs;
+  /*! \brief Names of the symbolic dimensions, in order of first occurrence in the inputs. */
+  std::vector<std::string> symbols;
 
+  bool dynamic() const { return !symbols.empty(); }
+  /*! \brief "[n,3,224,224]": a shape with its symbols by name. */
+  std::string DimsStr(const std::vector<int64_t>& shape) const;
+  /*! \brief "224" or "n". */
+  std::string DimStr(int64_t dim) const;
   /*! \brief Dense value id: inputs first, then constants, then nodes. */
   int ValueId(const ValueRef& r) const {
     switch (r.kind) {

@@ -4,8 +4,11 @@
  */
 #include "module.h"
 
+#include <chrono>
 #include <cstring>
 #include <sstream>
+
+#include "shapes.h"
 
 namespace tvm_onednn {
 
@@ -52,8 +55,8 @@ std::ostream& operator<<(std::ostream& os, const Who& w) {
   return os;
 }
 
-/*! \brief Check one tensor against the expected info (dtype, shape, CPU, compact). */
-void CheckTensor(const DLTensor* t, const TensorInfo& info, const Who& who) {
+/*! \brief Checks every tensor gets before its shape: present, on the CPU, of the right dtype. */
+void CheckHeader(const DLTensor* t, const TensorInfo& info, const Who& who) {
   if (t == nullptr) TVM_FFI_THROW(ValueError) << who << " is a null tensor";
   if (t->device.device_type != kDLCPU && t->device.device_type != kDLCUDAHost) {
     TVM_FFI_THROW(ValueError) << who << " is on device type " << t->device.device_type
@@ -64,6 +67,20 @@ void CheckTensor(const DLTensor* t, const TensorInfo& info, const Who& who) {
     TVM_FFI_THROW(TypeError) << who << " has dtype " << DLTypeStr(t->dtype) << ", expected "
                              << DTypeName(info.dtype);
   }
+}
+
+/*! \brief Checks after the shape: compact row-major data. */
+void CheckLayout(const DLTensor* t, const Who& who) {
+  if (!ffi::IsContiguous(*t)) {
+    TVM_FFI_THROW(ValueError) << who << " is not compact (row-major contiguous); strides "
+                              << ShapeStr(std::vector<int64_t>(t->strides, t->strides + t->ndim));
+  }
+  if (t->data == nullptr) TVM_FFI_THROW(ValueError) << who << " has a null data pointer";
+}
+
+/*! \brief Check one tensor against the expected static info (dtype, shape, CPU, compact). */
+void CheckTensor(const DLTensor* t, const TensorInfo& info, const Who& who) {
+  CheckHeader(t, info, who);
   if (t->ndim != static_cast<int>(info.shape.size())) {
     TVM_FFI_THROW(ValueError) << who << " has shape " << ShapeStr(ShapeOf(t)) << " (" << t->ndim
                               << "-D), expected " << ShapeStr(info.shape);
@@ -74,11 +91,29 @@ void CheckTensor(const DLTensor* t, const TensorInfo& info, const Who& who) {
                                 << ShapeStr(info.shape);
     }
   }
-  if (!ffi::IsContiguous(*t)) {
-    TVM_FFI_THROW(ValueError) << who << " is not compact (row-major contiguous); strides "
-                              << ShapeStr(std::vector<int64_t>(t->strides, t->strides + t->ndim));
+  CheckLayout(t, who);
+}
+
+/*!
+ * \brief CheckTensor for a (possibly) symbolic shape: an input binds its symbols into
+ *        `binding` (`input` >= 0), an output is checked against the bound values (`input` -1).
+ */
+void CheckSymbolicTensor(const DLTensor* t, const Graph& g, const TensorInfo& info,
+                         const Who& who, int input, SymbolBinding* binding) {
+  CheckHeader(t, info, who);
+  if (t->ndim != static_cast<int>(info.shape.size())) {
+    TVM_FFI_THROW(ValueError) << who << " has shape " << ShapeStr(ShapeOf(t)) << " (" << t->ndim
+                              << "-D), expected " << g.DimsStr(info.shape);
   }
-  if (t->data == nullptr) TVM_FFI_THROW(ValueError) << who << " has a null data pointer";
+  std::string where = std::string(who.kind) + " " + std::to_string(who.index);
+  std::string err = MatchDims(g, t->shape, info.shape, where, input, binding);
+  if (!err.empty()) TVM_FFI_THROW(ValueError) << who.symbol << ": " << err;
+  CheckLayout(t, who);
+}
+
+double MillisecondsSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+      .count();
 }
 
 template <typename F>
@@ -138,6 +173,9 @@ ffi::Optional<ffi::Function> OneDNNJSONModule::GetFunction(const ffi::String& na
     });
   }
   if (name == sym) {
+    if (graph_.dynamic()) {
+      return ffi::Function([self, this](ffi::PackedArgs args, ffi::Any* rv) { CallDynamic(args); });
+    }
     return ffi::Function([self, this](ffi::PackedArgs args, ffi::Any* rv) { Call(args); });
   }
   return std::nullopt;
@@ -159,10 +197,15 @@ void OneDNNJSONModule::Init(const ffi::Array<ffi::Tensor>& consts) {
     tensors.push_back(t);
   }
   NoteOpenMPUse();
-  plan_ = GuardDnnl(sym, [&]() { return BuildPlan(graph_, tensors); });
-  pool_ = std::make_unique<ContextPool>(plan_.get());
   consts_ = std::move(tensors);
-  plan_generation_ = ForkGeneration();
+  if (!graph_.dynamic()) {  // a dynamic graph builds its plans per shape, on demand
+    auto start = std::chrono::steady_clock::now();
+    plan_ = GuardDnnl(sym, [&]() { return BuildPlan(graph_, consts_, &packs_); });
+    pool_ = std::make_unique<ContextPool>(plan_.get());
+    plan_generation_ = ForkGeneration();
+    last_build_ms_ = MillisecondsSince(start);
+    static_builds_++;
+  }
   initialized_.store(true);
 }
 
@@ -172,9 +215,12 @@ void OneDNNJSONModule::RebuildAfterFork() {
   if (plan_generation_ == generation) return;
   // The parent's primitives were made for its OpenMP threads, which the child does not have.
   pool_.reset();
-  plan_ = GuardDnnl(graph_.symbol, [&]() { return BuildPlan(graph_, consts_); });
+  auto start = std::chrono::steady_clock::now();
+  plan_ = GuardDnnl(graph_.symbol, [&]() { return BuildPlan(graph_, consts_, &packs_); });
   pool_ = std::make_unique<ContextPool>(plan_.get());
   plan_generation_ = generation;
+  last_build_ms_ = MillisecondsSince(start);
+  static_builds_++;
 }
 
 void OneDNNJSONModule::EnsureInitialized() {
@@ -225,12 +271,84 @@ void OneDNNJSONModule::Call(ffi::PackedArgs args) {
   calls_.fetch_add(1, std::memory_order_relaxed);
 }
 
+void OneDNNJSONModule::CallDynamic(ffi::PackedArgs args) {
+  const std::string& sym = graph_.symbol;
+  size_t n_in = graph_.inputs.size(), n_out = graph_.outputs.size();
+  if (static_cast<size_t>(args.size()) != n_in + n_out) {
+    TVM_FFI_THROW(TypeError) << sym << ": expects " << n_in + n_out << " arguments (" << n_in
+                             << " input(s) + " << n_out << " output(s)), got " << args.size();
+  }
+  std::vector<void*> ptrs(n_in + n_out);
+  SymbolBinding binding(graph_.symbols.size());
+  for (size_t i = 0; i < n_in + n_out; ++i) {
+    bool is_in = i < n_in;
+    size_t idx = is_in ? i : i - n_in;
+    auto t = args[static_cast<int>(i)].try_cast<DLTensor*>();
+    if (!t.has_value()) {
+      TVM_FFI_THROW(TypeError) << sym << ": " << (is_in ? "input " : "output ") << idx
+                               << " must be a Tensor, got "
+                               << args[static_cast<int>(i)].GetTypeKey();
+    }
+    // Inputs come first, so every symbol is bound before the outputs are checked.
+    const TensorInfo& info = is_in ? graph_.inputs[idx] : graph_.Info(graph_.outputs[idx]);
+    CheckSymbolicTensor(*t, graph_, info, Who{sym, is_in ? "input" : "output", idx},
+                        is_in ? static_cast<int>(idx) : -1, &binding);
+    ptrs[i] = static_cast<char*>((*t)->data) + (*t)->byte_offset;
+  }
+  EnsureInitialized();
+  std::shared_ptr<PlanEntry> entry = PlanFor(binding.values);
+  GuardDnnl(sym, [&]() {
+    ContextPool::Lease ctx = entry->pool->Acquire();
+    ctx->Run(*entry->plan, ptrs.data(), ptrs.data() + n_in);
+    return 0;
+  });
+  calls_.fetch_add(1, std::memory_order_relaxed);
+}
+
+std::shared_ptr<PlanEntry> OneDNNJSONModule::PlanFor(const std::vector<int64_t>& key) {
+  int generation = ForkGeneration();
+  if (std::shared_ptr<PlanEntry> hit = plans_.Find(key, generation)) return hit;
+  auto start = std::chrono::steady_clock::now();
+  auto entry = std::make_shared<PlanEntry>();
+  entry->key = key;
+  entry->graph = Concretize(graph_, key);
+  entry->plan = GuardDnnl(graph_.symbol, [&]() {
+    try {
+      return BuildPlan(entry->graph, consts_, &packs_);
+    } catch (const ffi::Error& e) {
+      TVM_FFI_THROW(RuntimeError) << e.message() << " (building the plan for "
+                                  << BindingStr(graph_, key) << ")";
+    }
+    TVM_FFI_UNREACHABLE();
+  });
+  entry->pool = std::make_unique<ContextPool>(entry->plan.get());
+  entry->build_ms = MillisecondsSince(start);
+  last_build_ms_ = entry->build_ms;
+  return plans_.Insert(std::move(entry), generation);
+}
+
+const Plan* OneDNNJSONModule::ReportedPlan(std::shared_ptr<PlanEntry>* hold,
+                                           ContextPool** pool) {
+  if (!initialized_.load()) return nullptr;
+  if (!graph_.dynamic()) {
+    *pool = pool_.get();
+    return plan_.get();
+  }
+  *hold = plans_.last();
+  if (!*hold) return nullptr;
+  *pool = (*hold)->pool.get();
+  return (*hold)->plan.get();
+}
+
 std::string OneDNNJSONModule::KernelInfoJson() {
   EnsureInitialized();
+  std::shared_ptr<PlanEntry> hold;
+  ContextPool* pool = nullptr;
+  const Plan* plan = ReportedPlan(&hold, &pool);
   std::ostringstream os;
   os << '[';
-  for (size_t i = 0; i < plan_->nodes.size(); ++i) {
-    const NodeRecord& r = plan_->nodes[i];
+  for (size_t i = 0; plan != nullptr && i < plan->nodes.size(); ++i) {
+    const NodeRecord& r = plan->nodes[i];
     if (i) os << ", ";
     os << "{\"node\": " << i << ", \"op\": " << JsonQuote(r.op)
        << ", \"impl\": " << JsonQuote(r.impl) << ", \"src_format\": " << JsonQuote(r.src_format)
@@ -250,14 +368,36 @@ std::string OneDNNJSONModule::KernelInfoJson() {
 std::string OneDNNJSONModule::StatsJson() {
   std::ostringstream os;
   bool init = initialized_.load();
+  bool dynamic = graph_.dynamic();
+  std::shared_ptr<PlanEntry> hold;
+  ContextPool* pool = nullptr;
+  const Plan* plan = ReportedPlan(&hold, &pool);
   os << "{\"symbol\": " << JsonQuote(graph_.symbol)
-     << ", \"initialized\": " << (init ? "true" : "false") << ", \"calls\": " << calls_.load();
-  if (init) {
-    os << ", \"steps_per_call\": " << plan_->steps.size()
-       << ", \"primitives_per_call\": " << plan_->steps.size() - plan_->reorders.size()
-       << ", \"reorders_per_call\": " << plan_->reorders.size() << ", \"reorders\": [";
-    for (size_t i = 0; i < plan_->reorders.size(); ++i) {
-      const ReorderRecord& r = plan_->reorders[i];
+     << ", \"initialized\": " << (init ? "true" : "false") << ", \"calls\": " << calls_.load()
+     << ", \"dynamic\": " << (dynamic ? "true" : "false") << ", \"symbols\": [";
+  for (size_t k = 0; k < graph_.symbols.size(); ++k) {
+    os << (k ? ", " : "") << JsonQuote(graph_.symbols[k]);
+  }
+  os << "], \"plans_cached\": " << (dynamic ? plans_.size() : (plan != nullptr ? 1 : 0))
+     << ", \"plan_cache_capacity\": " << PlanCacheCapacity()
+     << ", \"plans_built\": " << (dynamic ? plans_.built() : static_builds_.load())
+     << ", \"plan_evictions\": " << plans_.evictions()
+     << ", \"last_plan_build_ms\": " << last_build_ms_.load()
+     << ", \"weight_packs\": " << packs_.packs()
+     << ", \"weight_pack_cache_entries\": " << packs_.size();
+  if (hold) {
+    os << ", \"plan_symbol_values\": {";
+    for (size_t k = 0; k < graph_.symbols.size(); ++k) {
+      os << (k ? ", " : "") << JsonQuote(graph_.symbols[k]) << ": " << hold->key[k];
+    }
+    os << '}';
+  }
+  if (plan != nullptr) {
+    os << ", \"steps_per_call\": " << plan->steps.size()
+       << ", \"primitives_per_call\": " << plan->steps.size() - plan->reorders.size()
+       << ", \"reorders_per_call\": " << plan->reorders.size() << ", \"reorders\": [";
+    for (size_t i = 0; i < plan->reorders.size(); ++i) {
+      const ReorderRecord& r = plan->reorders[i];
       if (i) os << ", ";
       os << "{\"step\": " << r.step << ", \"before_node\": " << r.before_node
          << ", \"output_index\": " << r.output_index << ", \"value\": " << JsonQuote(r.value)
@@ -266,13 +406,14 @@ std::string OneDNNJSONModule::StatsJson() {
          << ", \"dst_format\": " << JsonQuote(r.dst_format) << '}';
     }
     size_t slot_bytes = 0;
-    for (size_t s : plan_->slot_sizes) slot_bytes += s;
-    os << "], \"init_reorders\": " << plan_->init_reorders
-       << ", \"contexts_created\": " << pool_->created()
-       << ", \"contexts_free\": " << pool_->free_count()
-       << ", \"num_slots\": " << plan_->slot_sizes.size()
+    for (size_t s : plan->slot_sizes) slot_bytes += s;
+    os << "], \"init_reorders\": " << plan->init_reorders
+       << ", \"packs_reused\": " << plan->packs_reused
+       << ", \"contexts_created\": " << pool->created()
+       << ", \"contexts_free\": " << pool->free_count()
+       << ", \"num_slots\": " << plan->slot_sizes.size()
        << ", \"slot_bytes\": " << slot_bytes
-       << ", \"scratchpad_bytes\": " << plan_->scratchpad_bytes;
+       << ", \"scratchpad_bytes\": " << plan->scratchpad_bytes;
   }
   os << '}';
   return os.str();

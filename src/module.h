@@ -20,7 +20,9 @@
 
 #include "executor.h"
 #include "graph.h"
+#include "pack_cache.h"
 #include "plan.h"
+#include "plan_cache.h"
 
 namespace tvm_onednn {
 
@@ -52,7 +54,14 @@ class OneDNNJSONModule : public ffi::ModuleObj {
  private:
   void Init(const ffi::Array<ffi::Tensor>& consts);
   void EnsureInitialized();
+  /*! \brief A graph without symbols: the one plan built at init. */
   void Call(ffi::PackedArgs args);
+  /*! \brief A graph with symbols: bind them, then run the cached plan of that shape. */
+  void CallDynamic(ffi::PackedArgs args);
+  /*! \brief The plan for symbol values `key`, built (outside the cache lock) when missing. */
+  std::shared_ptr<PlanEntry> PlanFor(const std::vector<int64_t>& key);
+  /*! \brief The plan behind get_kernel_info / get_stats: static, or the last one used. */
+  const Plan* ReportedPlan(std::shared_ptr<PlanEntry>* hold, ContextPool** pool);
   std::string KernelInfoJson();
   std::string StatsJson();
 
@@ -63,9 +72,15 @@ class OneDNNJSONModule : public ffi::ModuleObj {
   void RebuildAfterFork();
 
   std::vector<ffi::Tensor> consts_;  // kept to rebuild the plan in a forked child
+  PackCache packs_;                  // packed constants, shared by all plans
+  // static graph
   std::atomic<int> plan_generation_{0};  // ForkGeneration() when plan_ was built
   std::unique_ptr<Plan> plan_;
   std::unique_ptr<ContextPool> pool_;
+  std::atomic<uint64_t> static_builds_{0};
+  std::atomic<double> last_build_ms_{0};  // of the most recently built plan
+  // dynamic graph
+  PlanCache plans_;
   std::atomic<uint64_t> calls_{0};
 };
 

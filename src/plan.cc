@@ -24,6 +24,7 @@
 #include <climits>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 
 #include "primitives.h"
 
@@ -47,8 +48,8 @@ struct ValueState {
 
 class Planner {
  public:
-  Planner(const Graph& g, const std::vector<tvm::ffi::Tensor>& consts)
-      : g_(g), consts_(consts), plan_(new Plan()), init_stream_(CpuEngine()) {}
+  Planner(const Graph& g, const std::vector<tvm::ffi::Tensor>& consts, PackCache* packs)
+      : g_(g), consts_(consts), packs_(packs), plan_(new Plan()), init_stream_(CpuEngine()) {}
 
   std::unique_ptr<Plan> Build() {
     InitValues();
@@ -211,7 +212,9 @@ class Planner {
     BufRef dst;
     bool is_const = v.buf.kind == BufKind::kConst;
     if (is_const) {
-      dst = PackConst(src_buf, src_md, want);
+      void* src = plan_->const_ptrs[src_buf.index];
+      dst = PackConst(vid - static_cast<int>(g_.inputs.size()), false, want,
+                      [&](void* packed) { ReorderNow(src_md, src, want, packed); });
     } else {
       dst = {BufKind::kSlot, slots_.Alloc(want.get_size())};
       AddReorderStep(src_buf, src_md, dst, want, node, -1, Where(vid),
@@ -221,15 +224,35 @@ class Planner {
     return dst;
   }
 
-  /*! \brief Reorder constant data into `want` now (once, at init); returns the packed copy. */
-  BufRef PackConst(BufRef src_buf, const MemDesc& src_md, const MemDesc& want) {
-    BufRef dst = AddOwnedConst(want.get_size());
-    dnnl::memory src_mem(src_md, CpuEngine(), plan_->const_ptrs[src_buf.index]);
-    dnnl::memory dst_mem(want, CpuEngine(), plan_->const_ptrs[dst.index]);
+  /*!
+   * \brief Constant `index` packed into `want` (`halved`: int8 weights halved) by `pack`, now
+   *        (once, at build), or taken from the module's PackCache when another plan packed it.
+   */
+  BufRef PackConst(int index, bool halved, const MemDesc& want,
+                   const std::function<void(void*)>& pack) {
+    std::shared_ptr<AlignedBuffer> buf;
+    if (packs_ != nullptr) {
+      bool packed = false;
+      buf = packs_->Get(index, want, halved, [&](void* dst) {
+        pack(dst);
+        packed = true;
+      });
+      if (!packed) plan_->packs_reused++;
+    } else {
+      buf = std::make_shared<AlignedBuffer>(want.get_size());
+      pack(buf->data());
+    }
+    plan_->owned.push_back(buf);
+    return AddConst(buf->data());
+  }
+
+  /*! \brief Reorder constant data `src` (layout `src_md`) into `dst` (layout `dst_md`) now. */
+  void ReorderNow(const MemDesc& src_md, void* src, const MemDesc& dst_md, void* dst) {
+    dnnl::memory src_mem(src_md, CpuEngine(), src);
+    dnnl::memory dst_mem(dst_md, CpuEngine(), dst);
     dnnl::reorder(src_mem, dst_mem).execute(init_stream_, src_mem, dst_mem);
     init_stream_.wait();
     plan_->init_reorders++;
-    return dst;
   }
 
   /*! \brief Bind the node's int8 scales (constant f32 memories, built once). */
@@ -287,12 +310,14 @@ class Planner {
     int max_pair_sum = MaxPairSum(data, wshape, is_conv ? 1 : wshape.size() - 2);
     *rounding = ChooseWeightRounding(node, g_.Info(node.inputs[0]).dtype, impl, max_pair_sum);
     if (*rounding != WeightRounding::kRuntimeHalved) return Operand(w_vid, want, n, "weight");
-    BufRef half = AddOwnedConst(count);
-    HalveInt8Weights(static_cast<const int8_t*>(plan_->const_ptrs[v.buf.index]),
-                     static_cast<int8_t*>(plan_->const_ptrs[half.index]), count);
     std::optional<MemDesc> view = TryReshape(v.md, want.get_dims());
     if (!view) Fail(n, "cannot view the int8 weights with the primitive's dims");
-    return PackConst(half, *view, want);
+    int index = w_vid - static_cast<int>(g_.inputs.size());
+    return PackConst(index, true, want, [&](void* packed) {
+      AlignedBuffer half(count);
+      HalveInt8Weights(data, static_cast<int8_t*>(half.data()), count);
+      ReorderNow(*view, half.data(), want, packed);
+    });
   }
 
   /*!
@@ -698,6 +723,7 @@ class Planner {
 
   const Graph& g_;
   const std::vector<tvm::ffi::Tensor>& consts_;
+  PackCache* packs_;
   std::unique_ptr<Plan> plan_;
   dnnl::stream init_stream_;
   SlotAllocator slots_;
@@ -706,9 +732,10 @@ class Planner {
 
 }  // namespace
 
-std::unique_ptr<Plan> BuildPlan(const Graph& g, const std::vector<tvm::ffi::Tensor>& consts) {
+std::unique_ptr<Plan> BuildPlan(const Graph& g, const std::vector<tvm::ffi::Tensor>& consts,
+                                PackCache* packs) {
   try {
-    return Planner(g, consts).Build();
+    return Planner(g, consts, packs).Build();
   } catch (const dnnl::error& e) {
     TVM_FFI_THROW(RuntimeError) << g.symbol << ": oneDNN error while building primitives: "
                                 << e.what();

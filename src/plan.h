@@ -16,6 +16,7 @@
 
 #include "graph.h"
 #include "memory.h"
+#include "pack_cache.h"
 
 namespace tvm_onednn {
 
@@ -73,15 +74,20 @@ struct Plan {
   std::vector<tvm::ffi::Tensor> held;
   std::vector<NodeRecord> nodes;
   std::vector<ReorderRecord> reorders;
-  int init_reorders = 0;  // constant reorders (weight packing) executed once at init
+  int init_reorders = 0;  // constant reorders (weight packing) executed while building
+  int packs_reused = 0;   // packed constants taken from the module's PackCache instead
 };
 
 /*!
  * \brief Build the plan: choose layouts, create primitives, pack constants (reorders executed
  *        now, once), plan intermediate buffers.
+ * \param g a concrete graph (no symbols).
  * \param consts the constants in graph order, already validated against the graph.
+ * \param packs where packed constants are looked up and stored (shared by a module's plans);
+ *        nullptr packs into buffers owned by this plan alone.
  */
-std::unique_ptr<Plan> BuildPlan(const Graph& g, const std::vector<tvm::ffi::Tensor>& consts);
+std::unique_ptr<Plan> BuildPlan(const Graph& g, const std::vector<tvm::ffi::Tensor>& consts,
+                                PackCache* packs = nullptr);
 
 }  // namespace tvm_onednn
 

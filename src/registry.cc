@@ -12,6 +12,7 @@
 #include "int8_attrs.h"
 #include "module.h"
 #include "op_table.h"
+#include "plan_cache.h"
 
 namespace tvm_onednn {
 
@@ -36,6 +37,8 @@ TVM_FFI_STATIC_INIT_BLOCK() {
            [](const ffi::Module& mod) { return mod->SaveToBytes(); })
       .def("onednn.set_num_threads", [](int n) { SetNumThreads(n); })
       .def("onednn.get_num_threads", []() { return GetNumThreads(); })
+      .def("onednn.set_plan_cache_size", [](int64_t n) { SetPlanCacheCapacity(n); })
+      .def("onednn.get_plan_cache_size", []() { return PlanCacheCapacity(); })
       .def("onednn.version", []() { return ffi::String(VersionString()); })
       .def("onednn.subgraph_format_version", []() { return kSubgraphFormatVersion; })
       .def("onednn.cpu_isa", []() { return ffi::String(CpuIsaName()); })

@@ -56,7 +56,11 @@ class Subgraph:
         self.outputs.extend(list(r) for r in refs)
 
     def doc(self):
-        return {"format": "tvm_onednn.subgraph", "version": 1, "symbol": self.symbol,
+        """Version 2 when some dim is symbolic (a string), as the codegen writes it."""
+        shapes = [t["shape"] for t in self.inputs + self.nodes]
+        symbolic = any(isinstance(d, str) for shape in shapes for d in shape)
+        return {"format": "tvm_onednn.subgraph", "version": 2 if symbolic else 1,
+                "symbol": self.symbol,
                 "inputs": self.inputs, "constants": self.constants, "nodes": self.nodes,
                 "outputs": self.outputs}
 

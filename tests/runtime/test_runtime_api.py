@@ -29,7 +29,7 @@ def small_graph(symbol="onednn_0"):
 
 def test_version_and_threads():
     assert _ffi_api.version().startswith("3.")
-    assert _ffi_api.subgraph_format_version() == 1
+    assert _ffi_api.subgraph_format_version() == 2  # version 2: symbolic dims
     old = _ffi_api.get_num_threads()
     assert old >= 1
     _ffi_api.set_num_threads(1)
@@ -79,7 +79,8 @@ def _doc_error(mutate, match):
 
 
 @pytest.mark.parametrize("mutate,match", [
-    (lambda d: d.update(version=2), "unsupported subgraph format version 2"),
+    (lambda d: d.update(version=3), "unsupported subgraph format version 3"),
+    (lambda d: d.update(version=0), "unsupported subgraph format version 0"),
     (lambda d: d.update(format="other"), "format"),
     (lambda d: d.pop("nodes"), 'missing required field "nodes"'),
     (lambda d: d["nodes"][0].update(op="onednn.conv2d_swish"), "unknown op 'onednn.conv2d_swish'"),
