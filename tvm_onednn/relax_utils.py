@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import tvm
-
 from tvm import relax
-from tvm.sym import Analyzer
 from tvm.ir.expr import Constant
+from tvm.sym import Analyzer
 
 
 def is_constant(expr: relax.Expr) -> bool:
@@ -49,13 +50,21 @@ def symbolic_dims(dims: list | None) -> list:
     return [d for d in dims or [] if is_symbolic(d)]
 
 
+def dim_text(dim) -> str:
+    """A dim as a reader writes it: ``n * 2``, not ``n * T.int64(2)``."""
+    return re.sub(r"T\.u?int\d+\((-?\d+)\)", r"\1", str(dim))
+
+
 def why_not_plain_dims(dims: list | None) -> str | None:
     """Why a shape cannot go to a oneDNN region (unknown, or a dim that is an expression)."""
     if dims is None:
         return "the tensor's shape is unknown (oneDNN regions need a known rank and dims)"
     for dim in dims:
         if is_symbolic(dim) and not isinstance(dim, tvm.tirx.Var):
-            return f"dimension {dim} is an expression, oneDNN regions take plain symbolic variables"
+            return (
+                f"dimension {dim_text(dim)} is an expression, "
+                "oneDNN regions take plain symbolic variables"
+            )
     return None
 
 

@@ -78,7 +78,8 @@ def why_not_chain(spec: ChainSpec, ctx: PatternCheckContext) -> str | None:
             return reason
     if spec.add:
         residual = ann["residual"]
-        if not ru.same_dims(ru.shape_dims(residual), out_shape) or ru.dtype(residual) != ru.dtype(root):
+        same_shape = ru.same_dims(ru.shape_dims(residual), out_shape)
+        if not same_shape or ru.dtype(residual) != ru.dtype(root):
             return "the residual must have the output's exact shape and dtype"
     if spec.activation:
         return why_not_activation(spec.activation, ann)

@@ -148,7 +148,8 @@ def activation_attrs(activation: str | None, expr: relax.Expr | None) -> dict[st
 
 def node(site: CompositeCall, inputs: list[Ref], attrs: Mapping, **extra: Any) -> dict:
     """A JSON node: op, inputs, attrs, any extra fields, then the output's shape/dtype."""
-    return {"op": site.name, "inputs": inputs, "attrs": dict(attrs), **extra, **tensor_info(site.call, site.symbols)}
+    output = tensor_info(site.call, site.symbols)
+    return {"op": site.name, "inputs": inputs, "attrs": dict(attrs), **extra, **output}
 
 
 # ----------------------------------------------------------------------------------------
