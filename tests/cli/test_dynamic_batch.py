@@ -91,6 +91,8 @@ def test_benchmark_library_at_several_batches(dyn_dir, capsys):
         median, items, first = float(row[2]), float(row[3]), float(row[4])
         assert median > 0 and first > 0
         assert items == pytest.approx(int(row[1]) / median * 1e3, rel=0.01)
+        assert float(row[5]) > 0  # the runtime built plans for each new shape
+    assert "oneDNN plans cached after the run:" in printed
 
 
 def test_benchmark_onnx_compiles_once(dyn_dir, capsys):

@@ -74,7 +74,7 @@ def _rows(printed: str) -> dict[tuple[str, int], list[str]]:
     rows = {}
     for line in printed.splitlines():
         parts = line.split()
-        if len(parts) == 6 and parts[1].isdigit():
+        if len(parts) == 7 and parts[1].isdigit() and parts[2].replace(".", "").isdigit():
             rows[parts[0], int(parts[1])] = parts
     return rows
 

@@ -26,7 +26,7 @@ from .io import (
     model_inputs,
     random_inputs,
 )
-from .run import load_library, plans_cached
+from .run import load_library, plans_cached, region_stats
 
 #: What ``compare`` accepts: ONNX Runtime, and the build without the tuning records.
 COMPARE = ("onnxruntime", "untuned")
@@ -44,6 +44,9 @@ class Measurement:
     #: batch, the oneDNN plans of a new shape are built here (the very first call of a
     #: library also packs the weights).
     first_call_ms: float | None = None
+    #: Of that first call, the time the runtime reports for building the new shape's oneDNN
+    #: plans (summed over regions; None when it built none or does not report it).
+    plan_build_ms: float | None = None
 
     @property
     def median_ms(self) -> float:
@@ -84,19 +87,21 @@ class BenchmarkReport:
             lines.append(f"tvm-onednn: {self.builds}" + (f", takes {self.accepts}" if self.accepts else ""))
         lines.append(
             f"{'system':<18} {'batch':>5} {'median ms':>10} {'items/s':>10} "
-            f"{'1st call ms':>12} {'vs onnxruntime':>15}"
+            f"{'1st call ms':>12} {'plan ms':>8} {'vs onnxruntime':>15}"
         )
         for m in self.measurements:
             ratio = self.ratio(m)
             rel = f"{ratio:.2f}x" if ratio is not None else "-"
             first = f"{m.first_call_ms:.3f}" if m.first_call_ms is not None else "-"
+            plan = f"{m.plan_build_ms:.2f}" if m.plan_build_ms is not None else "-"
             lines.append(
                 f"{m.system:<18} {m.batch:>5} {m.median_ms:>10.3f} "
-                f"{m.items_per_second:>10.1f} {first:>12} {rel:>15}"
+                f"{m.items_per_second:>10.1f} {first:>12} {plan:>8} {rel:>15}"
             )
         lines.append(
-            "1st call: the first call at that batch's shape (new oneDNN plans are built there; "
-            "a library's very first call also packs its weights)"
+            "1st call: the first call at that batch's shape (new oneDNN plans are built there, "
+            "plan ms as the runtime reports it; a library's very first call also packs its "
+            "weights)"
         )
         if self.plans_cached is not None:
             lines.append(f"oneDNN plans cached after the run: {self.plans_cached}")
@@ -297,18 +302,42 @@ def _keep_affinity(affinity: set[int]) -> None:
         os.sched_setaffinity(0, affinity)
 
 
+def _plan_builds(module) -> dict[str, tuple[int, float]]:
+    """Per oneDNN region of ``module``: (plans built so far, last plan build ms)."""
+    return {
+        st["symbol"]: (int(st.get("plans_built", 0)), float(st.get("last_plan_build_ms", 0.0)))
+        for st in region_stats(module)
+        if "plans_built" in st
+    }
+
+
 def _measure(
-    report: BenchmarkReport, calls: dict[tuple[str, int], Call], rounds: int, block: int
+    report: BenchmarkReport,
+    calls: dict[tuple[str, int], Call],
+    rounds: int,
+    block: int,
+    modules: dict[str, object] | None = None,
 ) -> None:
-    """First call of every (system, batch), in order, then interleaved timing of all."""
+    """First call of every (system, batch), in order, then interleaved timing of all.
+
+    ``modules`` maps a system to its runtime module, whose oneDNN regions report the plan
+    build time of a first call."""
     affinity = os.sched_getaffinity(0)
-    first = {}
+    first, plan = {}, {}
     for key, call in calls.items():
+        module = (modules or {}).get(key[0])
+        before = _plan_builds(module) if module is not None else {}
         first[key] = timed_first_call(call)
         _keep_affinity(affinity)
+        if module is not None:
+            after = _plan_builds(module)
+            built = [ms for sym, (n, ms) in after.items() if n > before.get(sym, (0, 0.0))[0]]
+            plan[key] = sum(built) if built else None
     samples = interleaved(calls, rounds, block)
     for (system, batch), values in samples.items():
-        report.measurements.append(Measurement(system, batch, values, first[(system, batch)]))
+        report.measurements.append(
+            Measurement(system, batch, values, first[(system, batch)], plan.get((system, batch)))
+        )
 
 
 def _benchmark_library(report, path, batches, rounds, block) -> None:
@@ -325,7 +354,7 @@ def _benchmark_library(report, path, batches, rounds, block) -> None:
         arrays = random_inputs(loaded.inputs, batch=batch, source=repr(path))
         args = [arrays[s.name] for s in loaded.inputs]
         calls[("tvm-onednn", batch)] = _tvm_call(loaded.vm, args)
-    _measure(report, calls, rounds, block)
+    _measure(report, calls, rounds, block, {"tvm-onednn": loaded.module})
     report.plans_cached = plans_cached(loaded.module)
 
 
@@ -353,6 +382,7 @@ def _benchmark_onnx(
             builds[UNTUNED] = compile_model(mod, target)
         session = _ort_session(model, None, report.threads) if "onnxruntime" in compare else None
         vms = {name: _vm(ex) for name, ex in builds.items()}
+        modules = {name: ex.mod for name, ex in builds.items()}
         for batch in batches:
             feeds[batch] = random_inputs(specs, batch=batch)
             args = [feeds[batch][s.name] for s in specs]
@@ -362,6 +392,7 @@ def _benchmark_onnx(
                 calls[("onnxruntime", batch)] = _ort_run(session, feeds[batch])
     else:
         report.builds = "one build per batch"
+        modules = {}
         for batch in batches:
             shapes = {s.name: [batch, *s.shape[1:]] for s in specs}
             mod, batch_specs = import_model(model, {**(input_shapes or {}), **shapes})
@@ -373,7 +404,7 @@ def _benchmark_onnx(
             if "onnxruntime" in compare:
                 session = _ort_session(model, shapes, report.threads)
                 calls[("onnxruntime", batch)] = _ort_run(session, feeds[batch])
-    _measure(report, calls, rounds, block)
+    _measure(report, calls, rounds, block, modules)
     if "onnxruntime" in compare:
         for batch in batches:
             ours = np.asarray(calls[("tvm-onednn", batch)]())
