@@ -7,6 +7,7 @@ the child's first call waited forever in an OpenMP barrier). Each child has a ti
 that a hang fails the test instead of the CI run.
 """
 
+import json
 import multiprocessing
 import os
 import signal
@@ -96,3 +97,47 @@ def test_spawned_child_runs_the_exported_model(model):
     with multiprocessing.get_context("spawn").Pool(1) as pool:
         actual = pool.apply_async(_run_exported, (path, x)).get(timeout=CHILD_SECONDS)
     np.testing.assert_array_equal(actual, expected)
+
+
+def _dynamic_conv_module():
+    """A region with a symbolic batch: conv2d_relu [n, 4, 8, 8] -> [n, 8, 8, 8]."""
+    w = np.random.default_rng(1).standard_normal((8, 4, 3, 3)).astype("float32")
+    attrs = dict(strides=[1, 1], padding=[1, 1, 1, 1], dilation=[1, 1], groups=1)
+    doc = {"format": "tvm_onednn.subgraph", "version": 2, "symbol": "onednn_0",
+           "inputs": [{"shape": ["n", 4, 8, 8], "dtype": "float32"}],
+           "constants": [{"name": "w", "shape": [8, 4, 3, 3], "dtype": "float32"}],
+           "nodes": [{"op": "onednn.conv2d_relu", "inputs": [["input", 0], ["const", 0]],
+                      "attrs": attrs, "shape": ["n", 8, 8, 8], "dtype": "float32"}],
+           "outputs": [["node", 0]]}
+    mod = tvm_onednn._ffi_api.create_module(json.dumps(doc))
+    assert mod["__init_onednn_0"]([tvm.runtime.tensor(w)]) == 0
+
+    def run(batch):
+        x = np.random.default_rng(batch).standard_normal((batch, 4, 8, 8)).astype("float32")
+        out = tvm.runtime.tensor(np.full((batch, 8, 8, 8), np.nan, "float32"))
+        mod["onednn_0"](tvm.runtime.tensor(x), out)
+        return out.numpy()
+
+    return mod, run
+
+
+def test_forked_child_rebuilds_dynamic_plans():
+    """The parent ran batch 2; the child drops the parent's plans and runs batches 3 and 2."""
+    mod, run = _dynamic_conv_module()
+    expected = {b: run(b) for b in (3, 2)}  # the parent's answers (batch 2 is the last plan)
+    before = json.loads(mod["get_stats"]())
+    assert before["plans_cached"] == 2
+
+    def in_child():
+        outs = [run(3), run(2)]
+        return outs, json.loads(mod["get_stats"]())
+
+    def deliver(result):
+        outs, st = result
+        ok = all(np.array_equal(o, expected[b]) for o, b in zip(outs, (3, 2)))
+        return f"{ok} {st['plans_cached']} {st['plans_built']} {st['weight_packs']}".encode()
+
+    # The child rebuilds both plans (built: 2 in the parent + 2) and reuses the packed weights.
+    assert _forked(in_child, deliver) == f"True 2 4 {before['weight_packs']}".encode()
+    np.testing.assert_array_equal(run(2), expected[2])
+    assert json.loads(mod["get_stats"]())["plans_built"] == 2  # the parent's plans are intact
