@@ -128,3 +128,8 @@ def test_int8_calibration_of_any_batch(dyn_dir, tmp_path, capsys):
     assert actual.shape == expected.shape
     scale = float(np.abs(expected).max())
     np.testing.assert_allclose(actual, expected, rtol=0, atol=0.1 * scale)  # int8 vs fp32
+
+
+def test_tune_needs_static_shapes(dyn_dir, tmp_path, capsys):
+    argv = ["tune", dyn_dir / "dyn.onnx", "--work-dir", tmp_path / "w", "--trials", 8]
+    _fails(argv, capsys, "static shapes", "['batch']", "--input-shapes data:1,3,32,32")

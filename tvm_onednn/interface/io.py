@@ -148,6 +148,18 @@ def concrete_shapes(
     return shapes
 
 
+def require_static(specs: Sequence[TensorSpec], what: str) -> None:
+    """Raise :class:`InputError` when a spec has a free dim: ``what`` needs static shapes."""
+    for s in specs:
+        free = [str(d) for d in s.shape if not is_static(d)]
+        if free:
+            example = ",".join(str(d) if is_static(d) else "1" for d in s.shape)
+            raise InputError(
+                f"{what} needs static shapes: input {s.name!r} has free dim(s) {free} "
+                f"({format_shape(s.shape)}); give them, e.g. --input-shapes {s.name}:{example}"
+            )
+
+
 def dynamic_batch(model: onnx.ModelProto, name: str = "batch") -> onnx.ModelProto:
     """A copy of ``model`` whose inputs' and outputs' leading dim is the symbol ``name``.
 

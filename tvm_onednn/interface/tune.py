@@ -6,7 +6,7 @@ import os
 
 from ..tuning import TuneReport, tune
 from ..tuning.progress import ProgressFn
-from .io import InputError, import_model
+from .io import InputError, import_model, load_onnx, model_inputs, require_static
 
 
 def tune_onnx(
@@ -26,6 +26,9 @@ def tune_onnx(
 ) -> TuneReport:
     """Import ``model`` and :func:`tvm_onednn.tune` it into ``work_dir``.
 
+    Kernels are tuned at static shapes: a dim the model leaves free must be fixed by
+    ``input_shapes`` (an :class:`InputError` says so).
+
     With ``rpc_tracker`` (``HOST:PORT``) and ``rpc_key``, candidates are measured on the
     tracker's servers; the tracker is asked before the model is imported.
     """
@@ -44,6 +47,7 @@ def tune_onnx(
         check_tracker(rpc_tracker, rpc_key)  # fails in seconds, before the import
 
     tvm_target = parse_target(target)  # errors before the (slow) import
+    require_static(model_inputs(load_onnx(model), input_shapes), "tuning")
     mod, _ = import_model(model, input_shapes)
     return tune(
         mod,
