@@ -1,0 +1,296 @@
+"""Dynamic batch: one library compiled with a free batch vs a static build of each batch.
+
+    python benchmarks/bench_dynamic.py --models resnet50,mobilenet_v2 --batches 1,3,16 \
+        --out bench-results/dynamic.json
+
+Per model, the ONNX model gets a free batch axis (``batch``) and is compiled **once** with
+the oneDNN pipeline; every batch of ``--batches`` is also imported at that static shape and
+compiled on its own. Per batch:
+
+- the dynamic library's first call at that shape (oneDNN plans for the new shape are
+  built there) and, from the runtime's statistics, the plan build time it reports; the
+  library's one-time set-up (weight packing) is done beforehand by a call at a batch not in
+  the list, so the first call at a listed batch is the cost of a new shape only;
+- steady-state medians of both, timed interleaved (``harness.interleaved_timings``), and
+  their ratio dynamic / static (the target is within 3 %);
+- the largest output difference between the two (same weights, same inputs).
+
+Then ``--sweep-shapes`` distinct batch sizes (1, 2, ..., N) go through one dynamic library
+(``--sweep-model``): per shape the call time, and every ``--sweep-every`` shapes the
+process's resident memory and the runtime's plan cache counters (plans cached, built,
+evicted). Every output of the sweep is checked against onnxruntime on the same items.
+Results go to a JSON file (``meta`` as in the other benchmarks) and a summary to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from cli import prepare
+from harness import interleaved_timings, machine_info, parse_list
+
+RATIO_TARGET = 1.03  # dynamic within 3 % of static
+
+
+def _resnet50(batch: int) -> onnx.ModelProto:
+    from tvm_onednn.models import resnet_onnx
+
+    return resnet_onnx(50, batch=batch)
+
+
+def _mobilenet_v2(batch: int) -> onnx.ModelProto:
+    from tvm_onednn.models import mobilenet_v2_onnx
+
+    return mobilenet_v2_onnx(batch=batch)
+
+
+def _small_resnet(batch: int) -> onnx.ModelProto:
+    from tvm_onednn.models import small_resnet_onnx
+
+    return small_resnet_onnx(batch=batch)
+
+
+MODELS = {"resnet50": _resnet50, "mobilenet_v2": _mobilenet_v2, "small_resnet": _small_resnet}
+
+
+def rss_mib() -> float:
+    """Resident set size of this process (VmRSS), MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def plan_stats(executable) -> dict[str, float]:
+    """Plan cache counters summed over the oneDNN regions of a compiled library."""
+    from tvm_onednn.interface.run import region_stats
+
+    stats = [s for s in region_stats(executable.mod) if s.get("dynamic")]
+    keys = ("plans_cached", "plans_built", "plan_evictions", "last_plan_build_ms")
+    return {k: float(sum(s.get(k, 0) for s in stats)) for k in keys} | {"regions": len(stats)}
+
+
+class Library:
+    """A compiled module bound to a VM; ``run(x)`` returns the first output as numpy."""
+
+    def __init__(self, mod, target: dict) -> None:
+        import tvm
+        from tvm import relax
+
+        from tvm_onednn.tuning import compile_model
+
+        start = time.perf_counter()
+        self.executable = compile_model(mod, target)
+        self.build_seconds = time.perf_counter() - start
+        self._main = relax.VirtualMachine(self.executable, tvm.cpu())["main"]
+        self._tensor = tvm.runtime.tensor
+
+    def runner(self, x: np.ndarray):
+        arg = self._tensor(np.ascontiguousarray(x))
+        return lambda: self._main(arg).numpy()
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        return self.runner(x)()
+
+
+def _timed(call) -> tuple[float, Any]:
+    start = time.perf_counter()
+    out = call()
+    return (time.perf_counter() - start) * 1e3, out
+
+
+def _summary(samples: list[list[float]]) -> dict[str, Any]:
+    flat = [t * 1e3 for block in samples for t in block]
+    return {
+        "median_ms": statistics.median(flat),
+        "p10_ms": float(np.percentile(flat, 10)),
+        "p90_ms": float(np.percentile(flat, 90)),
+        "round_medians_ms": [round(statistics.median(b) * 1e3, 3) for b in samples],
+        "samples_ms": [round(t, 3) for t in flat],
+    }
+
+
+def bench_model(name: str, batches: list[int], args, target: dict, log) -> list[dict]:
+    """Dynamic vs static at every batch of ``batches`` for one model."""
+    from tvm_onednn.frontend import from_onnx
+    from tvm_onednn.interface.io import dynamic_batch
+
+    model = dynamic_batch(MODELS[name](1))
+    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim][1:]
+    dynamic = Library(from_onnx(model), target)
+    log(f"  dynamic library built in {dynamic.build_seconds:.1f} s")
+    rng = np.random.default_rng(args.seed)
+    setup_batch = next(b for b in range(1, max(batches) + 2) if b not in batches)
+    setup_ms, _ = _timed(dynamic.runner(rng.standard_normal([setup_batch, *shape], np.float32)))
+    log(f"  set-up call (weights packed, batch {setup_batch}): {setup_ms:.1f} ms")
+    results = []
+    for batch in batches:
+        x = rng.standard_normal([batch, *shape], np.float32)
+        before = plan_stats(dynamic.executable)
+        first_ms, _ = _timed(dynamic.runner(x))
+        after = plan_stats(dynamic.executable)
+        static = Library(from_onnx(model, {"data": [batch, *shape]}), target)
+        static_first_ms, _ = _timed(static.runner(x))
+        runners = {"dynamic": dynamic.runner(x), "static": static.runner(x)}
+        samples, iters, outputs = interleaved_timings(
+            runners, args.rounds, args.warmup, args.block_seconds, args.max_iters
+        )
+        ref = outputs["static"].astype(np.float64)
+        diff = float(np.abs(outputs["dynamic"] - ref).max())
+        dyn, sta = _summary(samples["dynamic"]), _summary(samples["static"])
+        ratio = dyn["median_ms"] / sta["median_ms"]
+        result = {
+            "model": name,
+            "batch": batch,
+            "dynamic": dyn | {"build_seconds": dynamic.build_seconds, "iterations_per_block": iters["dynamic"]},
+            "static": sta | {"build_seconds": static.build_seconds, "iterations_per_block": iters["static"],
+                             "first_call_ms": static_first_ms},
+            "ratio_dynamic_over_static": ratio,
+            "within_target": ratio <= RATIO_TARGET,
+            "first_call_ms": first_ms,
+            "first_call_extra_ms": first_ms - dyn["median_ms"],
+            "plan_build_ms": after["last_plan_build_ms"] if after["plans_built"] > before["plans_built"] else None,
+            "plans_built_by_first_call": after["plans_built"] - before["plans_built"],
+            "max_abs_diff": diff,
+            "max_rel_diff": diff / max(float(np.abs(ref).max()), 1e-30),
+        }  # fmt: skip
+        results.append(result)
+        log(
+            f"  batch {batch:>3}: dynamic {dyn['median_ms']:.2f} ms, static {sta['median_ms']:.2f} ms "
+            f"(ratio {ratio:.3f}); first call at the new shape {first_ms:.1f} ms "
+            f"(+{result['first_call_extra_ms']:.1f}); max |dyn - static| {diff:.1e}"
+        )
+        del static, runners
+    return results
+
+
+def sweep(name: str, num_shapes: int, every: int, target: dict, seed: int, log) -> dict:
+    """Batches 1..num_shapes through one dynamic library: time, RSS, plan cache, outputs."""
+    import onnxruntime as ort
+
+    from tvm_onednn.frontend import from_onnx
+    from tvm_onednn.interface.io import dynamic_batch
+
+    model = dynamic_batch(MODELS[name](1))
+    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim][1:]
+    x = np.random.default_rng(seed).standard_normal([num_shapes, *shape], np.float32)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    expected = np.concatenate([session.run(None, {"data": x[i : i + 16]})[0]
+                               for i in range(0, num_shapes, 16)])  # fmt: skip
+    scale = float(np.abs(expected).max())
+    rss_start = rss_mib()
+    library = Library(from_onnx(model), target)
+    rss_built = rss_mib()
+    calls_ms, checkpoints, worst = [], [], 0.0
+    for batch in range(1, num_shapes + 1):
+        ms, out = _timed(library.runner(x[:batch]))
+        calls_ms.append(round(ms, 3))
+        worst = max(worst, float(np.abs(out - expected[:batch]).max()))
+        if batch % every == 0 or batch in (1, num_shapes):
+            checkpoints.append({"shapes": batch, "rss_mib": rss_mib(), **plan_stats(library.executable)})
+    again_ms, _ = _timed(library.runner(x[:1]))  # the first shape again: cached or evicted?
+    final = checkpoints[-1]
+    log(
+        f"  {num_shapes} shapes: RSS {rss_start:.0f} MiB before the build, {rss_built:.0f} after, "
+        f"{final['rss_mib']:.0f} at the end; plans cached {final['plans_cached']:.0f}, built "
+        f"{final['plans_built']:.0f}, evicted {final['plan_evictions']:.0f}; "
+        f"max |out - onnxruntime| {worst:.1e} (logits up to {scale:.1f})"
+    )
+    return {
+        "model": name,
+        "shapes": num_shapes,
+        "rss_mib_before_build": rss_start,
+        "rss_mib_after_build": rss_built,
+        "checkpoints": checkpoints,
+        "call_ms": calls_ms,
+        "first_shape_again_ms": again_ms,
+        "max_abs_diff_vs_onnxruntime": worst,
+        "max_abs_output": scale,
+    }
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    import os
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--models", default="resnet50,mobilenet_v2", help=f"from {sorted(MODELS)}")
+    p.add_argument("--batches", default="1,3,16")
+    p.add_argument("--rounds", type=int, default=5, help="round-robin rounds (default 5)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed calls per library first")
+    p.add_argument("--block-seconds", type=float, default=2.0, help="budget of one block")
+    p.add_argument("--max-iters", type=int, default=20, help="max calls per block")
+    p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    p.add_argument("--mcpu", default="auto", help="LLVM -mcpu for TVM (default: this host's)")
+    p.add_argument("--sweep-model", default="small_resnet", help="model of the shape sweep")
+    p.add_argument("--sweep-shapes", type=int, default=200, help="distinct batch sizes (0: none)")
+    p.add_argument("--sweep-every", type=int, default=20, help="RSS / cache sample interval")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=Path("bench-results/dynamic.json"))
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import datetime
+    import json
+
+    args = parse_args(argv)
+    models, mcpu = prepare(args, MODELS)
+    if args.sweep_shapes and args.sweep_model not in MODELS:
+        sys.exit(f"unknown --sweep-model {args.sweep_model!r}; choose from {sorted(MODELS)}")
+    batches = sorted({int(b) for b in parse_list(args.batches)})
+    import tvm_onednn
+
+    tvm_onednn.set_num_threads(args.threads)
+    target = {"kind": "llvm", "mcpu": mcpu}
+    payload: dict[str, Any] = {
+        "meta": {
+            "benchmark": "dynamic",
+            "argv": sys.argv,
+            "options": {k: str(v) for k, v in vars(args).items()} | {"mcpu": mcpu},
+            "ratio_target": RATIO_TARGET,
+        },
+        "results": [],
+        "sweep": None,
+    }
+
+    def write() -> None:
+        payload["meta"]["machine"] = machine_info(args.threads)
+        payload["meta"]["finished"] = datetime.datetime.now(datetime.UTC).isoformat()
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(payload, indent=1) + "\n")
+
+    def log(line: str) -> None:
+        print(line, flush=True)
+
+    for name in models:
+        log(f"\n[{name}, batches {batches}]")
+        payload["results"] += bench_model(name, batches, args, target, log)
+        write()
+    if args.sweep_shapes:
+        log(f"\n[{args.sweep_model}: {args.sweep_shapes} distinct batch sizes through one library]")
+        payload["sweep"] = sweep(
+            args.sweep_model, args.sweep_shapes, args.sweep_every, target, args.seed, log
+        )
+        write()
+    log(f"\n{'model':<14}{'batch':>6}{'dynamic ms':>12}{'static ms':>11}{'ratio':>8}"
+        f"{'1st call +ms':>14}{'plan ms':>9}{'rel diff':>10}")  # fmt: skip
+    for r in payload["results"]:
+        plan = f"{r['plan_build_ms']:.1f}" if r["plan_build_ms"] is not None else "-"
+        log(
+            f"{r['model']:<14}{r['batch']:>6}{r['dynamic']['median_ms']:>12.2f}"
+            f"{r['static']['median_ms']:>11.2f}{r['ratio_dynamic_over_static']:>8.3f}"
+            f"{r['first_call_extra_ms']:>14.1f}{plan:>9}{r['max_rel_diff']:>10.1e}"
+        )
+    log(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
