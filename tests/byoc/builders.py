@@ -136,10 +136,11 @@ def pool_module(kind: str, data_shape=(1, 8, 13, 13), **attrs) -> tuple[tvm.IRMo
     return bb.finalize(), [RNG.standard_normal(data_shape).astype("float32")]
 
 
-def symbolic_convnet(channels: int = 8, size: int = 16) -> tvm.IRModule:
+def symbolic_convnet(channels: int = 8, size: int = 16, batch: int | None = None) -> tvm.IRModule:
     """conv-bn-relu, conv + residual + relu, max pool, global pool, dense, on a batch
-    ``n`` that is symbolic: input ``[n, 3, size, size]``, output ``[n, 10]``."""
-    n = tvm.tirx.Var("n", "int64")
+    ``n`` that is symbolic (or ``batch``): input ``[n, 3, size, size]``, output ``[n, 10]``.
+    Each call draws new random weights."""
+    n = tvm.tirx.Var("n", "int64") if batch is None else batch
     c = channels
     bb = relax.BlockBuilder()
     x = relax.Var("x", relax.TensorType([n, 3, size, size], "float32"))

@@ -203,10 +203,13 @@ def quantize(
     says which and why (:class:`QuantizeReport`).
 
     Args:
-        mod: the float32 model (e.g. from ``tvm_onednn.from_onnx``), static shapes.
+        mod: the float32 model (e.g. from ``tvm_onednn.from_onnx``); its inputs may have
+            a symbolic batch (``R.Tensor(("n", 3, 224, 224))``), which the int8 module keeps.
         calib_data: iterable of batches (dicts ``{input: array}``, arrays, or tuples whose
-            first items are the inputs, e.g. a DataLoader's ``(data, label)``). Not used
-            with ``calib_mode="none"``.
+            first items are the inputs, e.g. a DataLoader's ``(data, label)``), of any batch
+            size: a model built for a static batch gets the samples regrouped into its
+            batch (the last one filled up with the first samples). Not used with
+            ``calib_mode="none"``.
         calib_mode: ``"naive"`` (min/max), ``"entropy"`` (KL divergence), ``"percentile"``,
             any name registered with :func:`tvm_onednn.calib.register_collector`,
             ``"custom"`` (with ``collector``) or ``"none"``: no calibration, scales computed
@@ -230,8 +233,9 @@ def quantize(
     Raises:
         ValueError: invalid arguments (unknown mode, custom without collector, unknown
             ``exclude_layers`` names, ...).
-        CalibrationError: unusable calibration data (empty, names / shapes / dtypes that do
-            not match the model) or malformed ranges from a collector's ``post_collect``.
+        CalibrationError: unusable calibration data (empty, names / ranks / non-batch dims /
+            dtypes that do not match the model, a symbolic dim with two sizes in one batch)
+            or malformed ranges from a collector's ``post_collect``.
     """
     _check_arguments(
         calib_mode, collector, quantized_dtype, quantize_granularity, num_calib_batches

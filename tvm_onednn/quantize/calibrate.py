@@ -11,6 +11,8 @@ then gives the ranges, checked by :func:`tvm_onednn.calib.validate_ranges`.
 single array (single-input models), or a tuple / list whose first ``n`` items are the
 ``n`` model inputs in order (so ``(data, label)`` batches of a DataLoader work). Arrays are
 numpy arrays or anything with ``.numpy()`` / ``.asnumpy()`` (torch, TVM, MXNet tensors).
+Batches may have any batch size: a model with a symbolic batch runs each as it is; a model
+built for a static batch gets the samples regrouped into its batch (:func:`regroup`).
 """
 
 from __future__ import annotations
@@ -180,12 +182,21 @@ class CalibrationRun:
 
 
 class _Inputs:
-    """Turns one calibration batch into the model's positional arguments, checking them."""
+    """Turns one calibration batch into the model's positional arguments, checking them.
+
+    A symbolic dim of an input (``n`` of ``[n, 3, 224, 224]``) takes any size, the same
+    wherever the symbol occurs. When every input has the same static leading dim (the
+    model's ``batch``), a sample batch may also have another size there: :func:`regroup`
+    rebatches the samples into the model's batch.
+    """
 
     def __init__(self, main: relax.Function):
         self.names = [p.name for p in main.params]
-        self.shapes = [ru.static_shape(p) for p in main.params]
+        self.shapes = [ru.shape_dims(p) for p in main.params]
         self.dtypes = [ru.dtype(p) for p in main.params]
+        leading = {shape[0] if shape else None for shape in self.shapes}
+        only = leading.pop() if len(leading) == 1 else None
+        self.batch: int | None = only if isinstance(only, int) else None
 
     def __call__(self, batch: Any, index: int) -> list[np.ndarray]:
         where = f"calibration batch {index}"
@@ -212,24 +223,81 @@ class _Inputs:
                 f"{where}: a single array for a model with inputs {self.names}; "
                 "pass a dict {name: array} or a tuple in input order"
             )
-        return [self._check(i, a, where) for i, a in enumerate(arrays)]
+        arrays = [self._check(i, a, where) for i, a in enumerate(arrays)]
+        self._check_dims(arrays, where)
+        return arrays
 
     def _check(self, i: int, value: Any, where: str) -> np.ndarray:
-        name, shape, dtype = self.names[i], self.shapes[i], self.dtypes[i]
+        name, dtype = self.names[i], self.dtypes[i]
         try:
             arr = to_numpy(value)
         except TypeError as err:
             raise CalibrationError(f"{where}: input {name!r}: {err}") from None
-        if shape is not None and list(arr.shape) != shape:
-            raise CalibrationError(
-                f"{where}: input {name!r} has shape {list(arr.shape)}, the model takes {shape}"
-            )
         if str(arr.dtype) != dtype:
             raise CalibrationError(
                 f"{where}: input {name!r} has dtype {arr.dtype}, the model takes {dtype} "
                 f"(convert with .astype({dtype!r}))"
             )
         return np.ascontiguousarray(arr)
+
+    def _check_dims(self, arrays: list[np.ndarray], where: str) -> None:
+        """Ranks and static dims match the model; a symbol has one size in the batch; with
+        regrouping, every input has the same batch size."""
+        sizes: dict[str, int] = {}  # symbol -> the size it has in this batch
+        free = self.batch is not None  # the leading dim may differ: samples are regrouped
+        for name, shape, arr in zip(self.names, self.shapes, arrays):
+            if shape is None:
+                continue
+            fits = arr.ndim == len(shape)
+            for axis, (dim, size) in enumerate(zip(shape, arr.shape)):
+                if ru.is_symbolic(dim):
+                    fits = fits and sizes.setdefault(str(dim), size) == size
+                elif not (free and axis == 0):
+                    fits = fits and dim == size
+            if not fits:
+                takes = "[" + ", ".join(map(str, shape)) + "]"
+                raise CalibrationError(
+                    f"{where}: input {name!r} has shape {list(arr.shape)}, the model takes "
+                    f"{takes}" + (" (any batch size)" if free else "")
+                )
+        if self.batch is not None and len({a.shape[0] for a in arrays}) > 1:
+            given = {n: a.shape[0] for n, a in zip(self.names, arrays)}
+            raise CalibrationError(f"{where}: the inputs have different batch sizes {given}")
+
+
+def regroup(samples: Iterator[list[np.ndarray]], batch: int) -> Iterator[list[np.ndarray]]:
+    """Sample batches of any size (split along the leading dim) -> batches of ``batch``.
+
+    A model built for a static batch (e.g. 16) calibrates on samples batched otherwise
+    (e.g. one at a time); every sample runs once, and ranges do not depend on how the
+    samples were batched. The last batch, when short, is filled up with the first samples
+    again (it changes no min/max; a repeated sample weighs a little more in histograms).
+    """
+    pending: list[list[np.ndarray]] = []  # per input: arrays not yet run
+    first: list[list[np.ndarray]] = []  # per input: the first samples, to fill the last
+    have = seen = 0
+    for arrays in samples:
+        if not pending:
+            pending, first = [[] for _ in arrays], [[] for _ in arrays]
+        size = arrays[0].shape[0]
+        for i, arr in enumerate(arrays):
+            pending[i].append(arr)
+            if seen < batch:
+                first[i].append(arr[: batch - seen])
+        have, seen = have + size, seen + size
+        while have >= batch:
+            joined = [np.concatenate(p) for p in pending]
+            yield [np.ascontiguousarray(j[:batch]) for j in joined]
+            pending = [[j[batch:]] for j in joined]
+            have -= batch
+    if have:
+        fill = [np.concatenate(f) for f in first]
+        while have < batch:
+            take = min(batch - have, len(fill[0]))
+            for rest, again in zip(pending, fill):
+                rest.append(again[:take])
+            have += take
+        yield [np.ascontiguousarray(np.concatenate(p)) for p in pending]
 
 
 class _TextProgress:
@@ -326,17 +394,24 @@ def run_calibration(
         return nowhere()
     nonfinite: dict[str, str] = {}
     progress = _progress(total)
-    count = 0
-    try:
+    count = 0  # calibration batches read
+
+    def checked() -> Iterator[list[np.ndarray]]:
+        nonlocal count
         for count, batch in enumerate(batches, start=1):
-            args = [tvm.runtime.tensor(a) for a in inputs(batch, count - 1)]
+            yield inputs(batch, count - 1)
+            progress.update(1)
+
+    runs = checked() if inputs.batch is None else regroup(checked(), inputs.batch)
+    try:
+        for run, arrays in enumerate(runs):
             try:
-                result = calibrator(args)
+                result = calibrator([tvm.runtime.tensor(a) for a in arrays])
             except _NoBackend:
                 return nowhere()  # the first batch failed everywhere: nothing was collected
             except Exception as err:  # noqa: BLE001
                 raise CalibrationError(
-                    f"calibration batch {count - 1} failed on the {calibrator.backend} "
+                    f"calibration batch {run} failed on the {calibrator.backend} "
                     f"pipeline: {first_line(err)}"
                 ) from err
             for name, tensor in zip(names, _outputs(result, len(names))):
@@ -349,7 +424,6 @@ def run_calibration(
                     logger.warning("calibration: %s holds %s: no range for it", name, why)
                     continue
                 collector.collect(name, plan.observed[name].op_name, arr)
-            progress.update(1)
     finally:
         progress.close()
     if count == 0:
