@@ -154,8 +154,8 @@ std::vector<int64_t> AsDims(const Any& v, const Ctx& ctx, const std::string& wha
       ctx.Fail(dim_what + " is the symbol '" + sym + "', but constants must have static shapes");
     }
     if (g->version < 2) {
-      ctx.Fail(dim_what + " is the symbol '" + sym + "', but symbolic dimensions need \"version\": 2" +
-               " (the document has version " + std::to_string(g->version) + ")");
+      ctx.Fail(dim_what + " is the symbol '" + sym + "', but symbolic dimensions need " +
+               "\"version\": 2 (the document has version " + std::to_string(g->version) + ")");
     }
     if (sym.empty()) ctx.Fail(dim_what + " is an empty symbol name");
     auto it = std::find(g->symbols.begin(), g->symbols.end(), sym);
@@ -414,8 +414,8 @@ void ValidateNodeShapes(const Graph& g, const Node& node, const Ctx& ctx) {
     if (g_ <= 0) ctx.Fail("attr groups must be positive, got " + std::to_string(g_));
     if (x[1] != w[1] * g_) {
       ctx.Fail("data has " + std::to_string(x[1]) + " channels (shape " + g.DimsStr(x) +
-               "), but weight " + g.DimsStr(w) + " with groups=" + std::to_string(g_) + " expects " +
-               std::to_string(w[1] * g_));
+               "), but weight " + g.DimsStr(w) + " with groups=" + std::to_string(g_) +
+               " expects " + std::to_string(w[1] * g_));
     }
     if (w[0] % g_ != 0) {
       ctx.Fail("weight output channels " + std::to_string(w[0]) + " not divisible by groups=" +
@@ -591,7 +591,8 @@ Graph ParseGraph(const std::string& text) {
   g.version = AsInt(Required(root, "version", ctx, "document"), ctx, "\"version\"");
   if (g.version < 1 || g.version > kSubgraphFormatVersion) {
     ctx.Fail("unsupported subgraph format version " + std::to_string(g.version) +
-             " (this runtime supports versions 1 to " + std::to_string(kSubgraphFormatVersion) + ")");
+             " (this runtime supports versions 1 to " + std::to_string(kSubgraphFormatVersion) +
+             ")");
   }
 
   json::Array inputs = AsArray(Required(root, "inputs", ctx, "document"), ctx, "\"inputs\"");
@@ -644,7 +645,8 @@ Graph ParseGraph(const std::string& text) {
     std::optional<Any> quant = Field(obj, "quant");
     node.quant = ParseQuant(*node.spec, quant ? &*quant : nullptr, fail);
     node.out.shape =
-        AsDims(Required(obj, "shape", nctx, "node"), nctx, "output shape", ShapeRole::kNodeOutput, &g);
+        AsDims(Required(obj, "shape", nctx, "node"), nctx, "output shape", ShapeRole::kNodeOutput,
+               &g);
     node.out.dtype = AsDType(Required(obj, "dtype", nctx, "node"), nctx, "output");
     ValidateNodeDTypes(g, node, nctx);
     ValidateNodeShapes(g, node, nctx);
