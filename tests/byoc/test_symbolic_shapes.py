@@ -216,3 +216,24 @@ def test_pipeline_trace_keeps_every_phase_of_a_symbolic_module(tmp_path):
     assert 'R.call_dps_packed("onednn_0"' in offloaded
     assert "R.Tensor((n, s, 32)" in offloaded  # the output is allocated from n and s
     assert len(list(tmp_path.glob("*.py"))) == len(PHASES)
+
+
+def test_a_region_with_two_symbolic_outputs_runs_like_tvm():
+    n = _sym("n")
+
+    def body(bb, x):
+        y = bb.emit(relax.op.nn.relu(relax.op.nn.conv2d(x, _const((4, 3, 3, 3)), padding=1)))
+        pooled = bb.emit(relax.op.nn.max_pool2d(y, pool_size=2, strides=2))
+        total = bb.emit(relax.op.sum(bb.emit(relax.op.exp(y)), axis=[2, 3], keepdims=True))
+        return relax.op.add(pooled, total)
+
+    mod = _function([_tensor("x", [n, 3, 8, 8])], body)
+    (region,) = regions(mod)
+    assert [region.nodes[i]["shape"] for _, i in region.doc["outputs"]] == [
+        ["n", 4, 8, 8],
+        ["n", 4, 4, 4],
+    ]
+    onednn, reference = Runner(build(mod)), Runner(build(mod, "default"))
+    for batch in (1, 5):
+        x = RNG.standard_normal((batch, 3, 8, 8)).astype("float32")
+        np.testing.assert_allclose(onednn(x), reference(x), rtol=RTOL, atol=ATOL)

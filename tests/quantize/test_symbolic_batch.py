@@ -177,3 +177,23 @@ def test_inputs_must_agree_on_the_batch(batch, match):
     data = {"x": np.zeros((2, 8), "float32"), "r": np.zeros((3, 4), "float32")}
     with pytest.raises(CalibrationError, match=match):
         _naive(_two_input_module(batch), [data])
+
+
+def test_a_symbolic_spatial_dim_keeps_the_layer_float32_and_says_why():
+    n, h = tvm.tirx.Var("n", "int64"), tvm.tirx.Var("h", "int64")
+    weight = np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype("float32")
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType([n, 3, h, h], "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            conv = relax.op.nn.conv2d(x, relax.const(weight), padding=1)
+            gv = bb.emit_output(bb.emit(relax.op.nn.relu(conv)))
+        bb.emit_func_output(gv)
+    samples = _samples([2], shape=(3, 8, 8))
+    qmod, report = quantize(bb.finalize(), samples, calib_mode="naive", return_report=True)
+    (layer,) = report.layers
+    assert not layer.quantized
+    assert layer.reason == (
+        "conv2d with a symbolic channel/spatial dim (only the batch may be symbolic)"
+    )
+    assert "relax.quantize" not in qmod.script()
