@@ -304,6 +304,11 @@ def test_plan_cache_size_setting():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          timeout=120, check=True)
     assert out.stdout.strip() == "16"
+    env["TVM_ONEDNN_PLAN_CACHE_SIZE"] = "lots"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode != 0
+    assert "TVM_ONEDNN_PLAN_CACHE_SIZE='lots' is not a positive integer" in out.stderr
 
 
 def test_static_module_reports_one_plan():
