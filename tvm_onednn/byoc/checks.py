@@ -104,7 +104,7 @@ def why_not_matmul_shapes(call: relax.Call) -> str | None:
     only when b is a run-time input (a constant b is packed once, with static dims)."""
     a, b = call.args[0], call.args[1]
     a_shape, b_shape = ru.shape_dims(a), ru.shape_dims(b)
-    if len(a_shape) < 2 or len(b_shape) < 2:
+    if a_shape is None or b_shape is None or len(a_shape) < 2 or len(b_shape) < 2:
         return "matmul operands must be at least 2-D"
     if len(b_shape) > 2 and not ru.same_dims(b_shape[:-2], a_shape[:-2]):
         return "batched b must have exactly a's batch dims (no broadcasting)"
