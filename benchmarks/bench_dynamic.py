@@ -68,7 +68,7 @@ def rss_mib() -> float:
     return float("nan")
 
 
-def plan_stats(executable) -> dict[str, float]:
+def cache_stats(executable) -> dict[str, float]:
     """Plan cache counters summed over the oneDNN regions of a compiled library."""
     from tvm_onednn.interface.run import region_stats
 
@@ -121,6 +121,7 @@ def bench_model(name: str, batches: list[int], args, target: dict, log) -> list[
     """Dynamic vs static at every batch of ``batches`` for one model."""
     from tvm_onednn.frontend import from_onnx
     from tvm_onednn.interface.io import dynamic_batch
+    from tvm_onednn.interface.run import new_plan_ms, plan_builds
 
     model = dynamic_batch(MODELS[name](1))
     shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim][1:]
@@ -133,9 +134,9 @@ def bench_model(name: str, batches: list[int], args, target: dict, log) -> list[
     results = []
     for batch in batches:
         x = rng.standard_normal([batch, *shape], np.float32)
-        before = plan_stats(dynamic.executable)
+        before = plan_builds(dynamic.executable.mod)
         first_ms, _ = _timed(dynamic.runner(x))
-        after = plan_stats(dynamic.executable)
+        plan_ms = new_plan_ms(before, plan_builds(dynamic.executable.mod))
         static = Library(from_onnx(model, {"data": [batch, *shape]}), target)
         static_first_ms, _ = _timed(static.runner(x))
         runners = {"dynamic": dynamic.runner(x), "static": static.runner(x)}
@@ -149,22 +150,24 @@ def bench_model(name: str, batches: list[int], args, target: dict, log) -> list[
         result = {
             "model": name,
             "batch": batch,
-            "dynamic": dyn | {"build_seconds": dynamic.build_seconds, "iterations_per_block": iters["dynamic"]},
-            "static": sta | {"build_seconds": static.build_seconds, "iterations_per_block": iters["static"],
+            "dynamic": dyn | {"build_seconds": dynamic.build_seconds,
+                              "iterations_per_block": iters["dynamic"]},
+            "static": sta | {"build_seconds": static.build_seconds,
+                             "iterations_per_block": iters["static"],
                              "first_call_ms": static_first_ms},
             "ratio_dynamic_over_static": ratio,
             "within_target": ratio <= RATIO_TARGET,
             "first_call_ms": first_ms,
             "first_call_extra_ms": first_ms - dyn["median_ms"],
-            "plan_build_ms": after["last_plan_build_ms"] if after["plans_built"] > before["plans_built"] else None,
-            "plans_built_by_first_call": after["plans_built"] - before["plans_built"],
+            "plan_build_ms": plan_ms,
             "max_abs_diff": diff,
             "max_rel_diff": diff / max(float(np.abs(ref).max()), 1e-30),
         }  # fmt: skip
         results.append(result)
         log(
-            f"  batch {batch:>3}: dynamic {dyn['median_ms']:.2f} ms, static {sta['median_ms']:.2f} ms "
-            f"(ratio {ratio:.3f}); first call at the new shape {first_ms:.1f} ms "
+            f"  batch {batch:>3}: dynamic {dyn['median_ms']:.2f} ms, static "
+            f"{sta['median_ms']:.2f} ms (ratio {ratio:.3f}); first call at the new shape "
+            f"{first_ms:.1f} ms "
             f"(+{result['first_call_extra_ms']:.1f}); max |dyn - static| {diff:.1e}"
         )
         del static, runners
@@ -194,7 +197,8 @@ def sweep(name: str, num_shapes: int, every: int, target: dict, seed: int, log) 
         calls_ms.append(round(ms, 3))
         worst = max(worst, float(np.abs(out - expected[:batch]).max()))
         if batch % every == 0 or batch in (1, num_shapes):
-            checkpoints.append({"shapes": batch, "rss_mib": rss_mib(), **plan_stats(library.executable)})
+            stats = cache_stats(library.executable)
+            checkpoints.append({"shapes": batch, "rss_mib": rss_mib(), **stats})
     again_ms, _ = _timed(library.runner(x[:1]))  # the first shape again: cached or evicted?
     final = checkpoints[-1]
     log(

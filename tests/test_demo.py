@@ -57,7 +57,8 @@ def test_demo_runs():
     cat = re.search(r"chelsea \(label 285.*?\)\n\s+fp32: (\d+).*\n\s+int8: (\d+)", out)
     assert cat, out
     assert int(cat.group(1)) == EGYPTIAN_CAT
-    rows = re.findall(r"^\s+(\d+) (tvm-onednn fp32|tvm-onednn int8|onnxruntime)\s+([\d.]+)", out, re.M)
+    system = r"(tvm-onednn fp32|tvm-onednn int8|onnxruntime)"
+    rows = re.findall(rf"^\s+(\d+) {system}\s+([\d.]+)", out, re.M)
     assert {(int(b), s) for b, s, _ in rows} == {
         (b, s) for b in (1, 3) for s in ("tvm-onednn fp32", "tvm-onednn int8", "onnxruntime")
     }

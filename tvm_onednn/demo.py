@@ -93,7 +93,9 @@ class DemoReport:
         agree = sum(p.fp32_top5[0] == p.int8_top5[0] for p in self.photos)
         lines.append(f"int8 top-1 = fp32 top-1 on {agree} of {len(self.photos)} photos")
         lines += ["", f"latency, {self.threads} thread(s), oneDNN ISA {self.isa} (median ms)"]
-        lines.append(f"  {'batch':>5} {'system':<20} {'ms':>9} {'items/s':>9} {'vs onnxruntime':>15}")
+        lines.append(
+            f"  {'batch':>5} {'system':<20} {'ms':>9} {'items/s':>9} {'vs onnxruntime':>15}"
+        )
         for t in self.timings:
             ref = self.timing("onnxruntime", t.batch)
             ratio = f"{ref.median_ms / t.median_ms:.2f}x" if ref else "-"
@@ -166,7 +168,9 @@ def run_demo(
     compile_seconds["fp32"] = time.perf_counter() - start
     start = time.perf_counter()
     calib, _ = imagenet_crops(CALIB_CROPS, seed=0)
-    calib_batches = [{"data": calib[i : i + CALIB_BATCH]} for i in range(0, len(calib), CALIB_BATCH)]
+    calib_batches = [
+        {"data": calib[i : i + CALIB_BATCH]} for i in range(0, CALIB_CROPS, CALIB_BATCH)
+    ]
     int8 = _runner(compile_model(quantize(mod, calib_batches, calib_mode=calib_mode)))
     compile_seconds[f"int8 ({calib_mode} calibration on {CALIB_CROPS} crops)"] = (
         time.perf_counter() - start

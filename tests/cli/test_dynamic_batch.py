@@ -38,7 +38,8 @@ def _onnxruntime(model_path, x):
 def _run(library, x, tmp_path, name="in"):
     np.savez(tmp_path / f"{name}.npz", data=x)
     out = tmp_path / f"{name}_out.npz"
-    assert main(["run", str(library), "--inputs", str(tmp_path / f"{name}.npz"), "-o", str(out)]) == 0
+    argv = ["run", str(library), "--inputs", str(tmp_path / f"{name}.npz"), "-o", str(out)]
+    assert main(argv) == 0
     return np.load(out)["output_0"]
 
 
@@ -122,10 +123,27 @@ def test_int8_calibration_of_any_batch(dyn_dir, tmp_path, capsys):
     assert main(argv + ["--calib-data", str(tmp_path / "calib.npz")]) == 0
     printed = capsys.readouterr().out
     assert "compiled int8 model" in printed and "(batch: any size)" in printed
+    assert "onednn.qconv2d" in printed
     x = rng.standard_normal((3, 3, 32, 32)).astype("float32")
     actual = _run(out, x, tmp_path, "int8_in")
     expected = _onnxruntime(dyn_dir / "dyn.onnx", x)
     assert actual.shape == expected.shape
+    scale = float(np.abs(expected).max())
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=0.1 * scale)  # int8 vs fp32
+
+
+def test_int8_calibration_samples_fewer_than_the_static_batch(dyn_dir, tmp_path, capsys):
+    """A library fixed at batch 4 calibrates on 3 samples (the quantizer fills the batch)."""
+    rng = np.random.default_rng(1)
+    np.savez(tmp_path / "calib.npz", data=rng.standard_normal((3, 3, 32, 32)).astype("float32"))
+    out = tmp_path / "int8_b4.so"
+    argv = ["compile", str(dyn_dir / "dyn.onnx"), "-o", str(out), "--quantize", "int8"]
+    argv += ["--calib-data", str(tmp_path / "calib.npz"), "--input-shapes", "data:4,3,32,32"]
+    assert main(argv) == 0
+    assert "onednn.qconv2d" in capsys.readouterr().out
+    x = rng.standard_normal((4, 3, 32, 32)).astype("float32")
+    actual = _run(out, x, tmp_path, "b4_in")
+    expected = _onnxruntime(dyn_dir / "dyn.onnx", x)
     scale = float(np.abs(expected).max())
     np.testing.assert_allclose(actual, expected, rtol=0, atol=0.1 * scale)  # int8 vs fp32
 

@@ -26,7 +26,7 @@ from .io import (
     model_inputs,
     random_inputs,
 )
-from .run import load_library, plans_cached, region_stats
+from .run import load_library, new_plan_ms, plan_builds, plans_cached
 
 #: What ``compare`` accepts: ONNX Runtime, and the build without the tuning records.
 COMPARE = ("onnxruntime", "untuned")
@@ -84,7 +84,8 @@ class BenchmarkReport:
     def __str__(self) -> str:
         lines = [f"{self.model}: {self.threads} thread(s), median of interleaved calls"]
         if self.builds:
-            lines.append(f"tvm-onednn: {self.builds}" + (f", takes {self.accepts}" if self.accepts else ""))
+            takes = f", takes {self.accepts}" if self.accepts else ""
+            lines.append(f"tvm-onednn: {self.builds}{takes}")
         lines.append(
             f"{'system':<18} {'batch':>5} {'median ms':>10} {'items/s':>10} "
             f"{'1st call ms':>12} {'plan ms':>8} {'vs onnxruntime':>15}"
@@ -302,15 +303,6 @@ def _keep_affinity(affinity: set[int]) -> None:
         os.sched_setaffinity(0, affinity)
 
 
-def _plan_builds(module) -> dict[str, tuple[int, float]]:
-    """Per oneDNN region of ``module``: (plans built so far, last plan build ms)."""
-    return {
-        st["symbol"]: (int(st.get("plans_built", 0)), float(st.get("last_plan_build_ms", 0.0)))
-        for st in region_stats(module)
-        if "plans_built" in st
-    }
-
-
 def _measure(
     report: BenchmarkReport,
     calls: dict[tuple[str, int], Call],
@@ -326,13 +318,11 @@ def _measure(
     first, plan = {}, {}
     for key, call in calls.items():
         module = (modules or {}).get(key[0])
-        before = _plan_builds(module) if module is not None else {}
+        before = plan_builds(module) if module is not None else {}
         first[key] = timed_first_call(call)
         _keep_affinity(affinity)
         if module is not None:
-            after = _plan_builds(module)
-            built = [ms for sym, (n, ms) in after.items() if n > before.get(sym, (0, 0.0))[0]]
-            plan[key] = sum(built) if built else None
+            plan[key] = new_plan_ms(before, plan_builds(module))
     samples = interleaved(calls, rounds, block)
     for (system, batch), values in samples.items():
         report.measurements.append(
@@ -398,7 +388,8 @@ def _benchmark_onnx(
             mod, batch_specs = import_model(model, {**(input_shapes or {}), **shapes})
             feeds[batch] = random_inputs(batch_specs)
             args = [feeds[batch][s.name] for s in batch_specs]
-            calls[("tvm-onednn", batch)] = _tvm_call(compile_model(mod, target, tuning_records), args)
+            executable = compile_model(mod, target, tuning_records)
+            calls[("tvm-onednn", batch)] = _tvm_call(executable, args)
             if "untuned" in compare:
                 calls[(UNTUNED, batch)] = _tvm_call(compile_model(mod, target), args)
             if "onnxruntime" in compare:

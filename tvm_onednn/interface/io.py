@@ -378,24 +378,15 @@ CALIB_BATCH = 8
 def calibration_batches(
     samples: Mapping[str, np.ndarray], specs: Sequence[TensorSpec]
 ) -> list[dict[str, np.ndarray]]:
-    """Split samples into batches the model takes.
-
-    A static batch size: batches of that size (a last partial one is dropped). A free batch
-    dim: batches of :data:`CALIB_BATCH` samples, the last one holding the rest.
-    """
+    """Split samples into batches: of the model's batch size when it is static, else of
+    :data:`CALIB_BATCH`; the last batch holds the rest. Every sample is used: the quantizer
+    fills a short last batch of a static-batch model with the first samples again."""
     total = len(next(iter(samples.values())))
-    if not is_static(specs[0].shape[0]):
-        return [
-            {n: np.ascontiguousarray(a[i : i + CALIB_BATCH]) for n, a in samples.items()}
-            for i in range(0, total, CALIB_BATCH)
-        ]
-    batch = specs[0].shape[0]
-    if total < batch:
-        raise InputError(
-            f"calibration data has {total} sample(s), fewer than one batch of the model "
-            f"(batch size {batch})"
-        )
+    if total == 0:
+        raise InputError("calibration data holds 0 samples")
+    lead = specs[0].shape[0] if specs[0].shape else None
+    size = int(lead) if is_static(lead) else CALIB_BATCH
     return [
-        {n: np.ascontiguousarray(a[i : i + batch]) for n, a in samples.items()}
-        for i in range(0, total - batch + 1, batch)
+        {n: np.ascontiguousarray(a[i : i + size]) for n, a in samples.items()}
+        for i in range(0, total, size)
     ]

@@ -77,6 +77,22 @@ def region_stats(lib) -> list[dict]:
     return stats
 
 
+def plan_builds(lib) -> dict[str, tuple[int, float]]:
+    """Per oneDNN region of a library: (plans built so far, ms the last build took)."""
+    return {
+        st["symbol"]: (int(st["plans_built"]), float(st.get("last_plan_build_ms", 0.0)))
+        for st in region_stats(lib)
+        if "plans_built" in st
+    }
+
+
+def new_plan_ms(before: dict, after: dict) -> float | None:
+    """Plan build time between two :func:`plan_builds` readings around one call, summed
+    over the regions that built a plan (None: none did)."""
+    built = [ms for sym, (n, ms) in after.items() if n > before.get(sym, (0, 0.0))[0]]
+    return sum(built) if built else None
+
+
 def plans_cached(lib) -> int | None:
     """oneDNN plans held by a library's regions (one per region and input shape), or None
     when there is no library or the runtime does not report it."""
