@@ -20,8 +20,8 @@ ACTIVATION_BUILDERS = {
 }
 
 
-def _const(shape, scale=0.5) -> relax.Expr:
-    return relax.const((RNG.standard_normal(shape) * scale).astype("float32"))
+def _const(shape, scale=0.5, rng=RNG) -> relax.Expr:
+    return relax.const((rng.standard_normal(shape) * scale).astype("float32"))
 
 
 def _hardswish(bb: relax.BlockBuilder, x: relax.Expr) -> relax.Expr:
@@ -136,43 +136,51 @@ def pool_module(kind: str, data_shape=(1, 8, 13, 13), **attrs) -> tuple[tvm.IRMo
     return bb.finalize(), [RNG.standard_normal(data_shape).astype("float32")]
 
 
-def symbolic_convnet(channels: int = 8, size: int = 16, batch: int | None = None) -> tvm.IRModule:
+def symbolic_convnet(
+    channels: int = 8, size: int = 16, batch: int | None = None, seed: int = 0
+) -> tvm.IRModule:
     """conv-bn-relu, conv + residual + relu, max pool, global pool, dense, on a batch
     ``n`` that is symbolic (or ``batch``): input ``[n, 3, size, size]``, output ``[n, 10]``.
-    Each call draws new random weights."""
+    The weights are drawn from ``seed``."""
     n = tvm.tirx.Var("n", "int64") if batch is None else batch
     c = channels
+    rng = np.random.default_rng(seed)
     bb = relax.BlockBuilder()
     x = relax.Var("x", relax.TensorType([n, 3, size, size], "float32"))
     with bb.function("main", [x]):
         with bb.dataflow():
-            y = bb.emit(relax.op.nn.conv2d(x, _const((c, 3, 3, 3), 0.3), padding=1))
-            gamma = relax.const(RNG.uniform(0.5, 1.5, c).astype("float32"))
-            beta, mean = _const((c,), 0.1), _const((c,), 0.1)
-            var = relax.const(RNG.uniform(0.5, 1.5, c).astype("float32"))
+            y = bb.emit(relax.op.nn.conv2d(x, _const((c, 3, 3, 3), 0.3, rng), padding=1))
+            gamma = relax.const(rng.uniform(0.5, 1.5, c).astype("float32"))
+            beta, mean = _const((c,), 0.1, rng), _const((c,), 0.1, rng)
+            var = relax.const(rng.uniform(0.5, 1.5, c).astype("float32"))
             y = bb.emit(relax.op.nn.batch_norm(y, gamma, beta, mean, var, axis=1, training=False))
             y = bb.emit(relax.op.nn.relu(bb.emit(relax.TupleGetItem(y, 0))))
-            z = bb.emit(relax.op.nn.conv2d(y, _const((c, c, 3, 3), 0.2), padding=1))
+            z = bb.emit(relax.op.nn.conv2d(y, _const((c, c, 3, 3), 0.2, rng), padding=1))
             z = bb.emit(relax.op.nn.relu(bb.emit(relax.op.add(z, y))))
             z = bb.emit(relax.op.nn.max_pool2d(z, pool_size=2, strides=2))
             z = bb.emit(relax.op.mean(z, axis=[2, 3], keepdims=True))
             z = bb.emit(relax.op.reshape(z, [n, c]))
-            z = bb.emit(relax.op.add(relax.op.matmul(z, _const((c, 10))), _const((10,))))
+            z = bb.emit(relax.op.matmul(z, _const((c, 10), 0.5, rng)))
+            z = bb.emit(relax.op.add(z, _const((10,), 0.5, rng)))
             gv = bb.emit_output(z)
         bb.emit_func_output(gv)
     return bb.finalize()
 
 
-def symbolic_matmul_chain(activation: str = "gelu", k: int = 64, n_out: int = 32) -> tvm.IRModule:
+def symbolic_matmul_chain(
+    activation: str = "gelu", k: int = 64, n_out: int = 32, seed: int = 0
+) -> tvm.IRModule:
     """``[n, s, k] @ [k, n_out] + bias -> activation`` with a symbolic batch ``n`` and
-    sequence length ``s``."""
+    sequence length ``s``; the weights are drawn from ``seed``."""
+    rng = np.random.default_rng(seed)
     n, s = tvm.tirx.Var("n", "int64"), tvm.tirx.Var("s", "int64")
     bb = relax.BlockBuilder()
     a = relax.Var("a", relax.TensorType([n, s, k], "float32"))
     with bb.function("main", [a]):
         with bb.dataflow():
-            out = bb.emit(relax.op.matmul(a, _const((k, n_out), 1.0 / np.sqrt(k))))
-            out = _epilogue(bb, out, [n, s, n_out], 2, True, False, activation, None)
+            out = bb.emit(relax.op.matmul(a, _const((k, n_out), 1.0 / np.sqrt(k), rng)))
+            bias = relax.op.add(out, _const((n_out,), 0.5, rng))
+            out = bb.emit(ACTIVATION_BUILDERS[activation](bb.emit(bias)))
             gv = bb.emit_output(out)
         bb.emit_func_output(gv)
     return bb.finalize()

@@ -19,13 +19,28 @@ from tvm_onednn.quantize.calibrate import regroup
 from tvm_onednn.testing import Runner, build
 
 from ..byoc.builders import symbolic_convnet, symbolic_matmul_chain
-from .helpers import assert_int8_close, regions
+from .helpers import regions
 
 SHAPE = (3, 16, 16)
 
 #: int8 vs float32 on these random-weight models: the largest output error, relative to
 #: the largest float32 output (per-tensor u8/s8 activations, per-channel s8 weights).
-INT8_VS_FP32 = 0.06
+INT8_VS_FP32 = 0.05
+
+
+def assert_like_fake_quant(actual, expected):
+    """oneDNN int8 vs TVM's build of the same QDQ module: equal but for rounding flips.
+
+    A value within float rounding of a .5 boundary may round to the other int8 step in
+    one of them; behind a global pool and a dense layer one flip moves a whole row of
+    outputs by up to a few output steps (range / 127), and up to a quarter of the rows
+    may hold one (seen: at most 2.6 steps, mean 0.07 step). A wrong scale or a saturating
+    kernel moves most outputs by many steps.
+    """
+    scale = np.abs(expected).max()
+    diff = np.abs(actual - expected)
+    assert diff.max() <= 0.03 * scale, f"max difference {diff.max()} > 3% of {scale}"
+    assert diff.mean() <= 0.002 * scale, f"mean difference {diff.mean()} > 0.2% of {scale}"
 
 
 def _samples(sizes, seed=1, shape=SHAPE):
@@ -73,7 +88,7 @@ def test_int8_runs_at_any_batch(convnet, batch):
     (x,) = _samples([batch], seed=7)
     out = int8(x)
     assert out.shape == (batch, 10)
-    assert_int8_close(out, fake_quant(x))
+    assert_like_fake_quant(out, fake_quant(x))
     assert _relative_error(out, fp32(x)) < INT8_VS_FP32
 
 
@@ -91,7 +106,7 @@ def test_int8_matmul_chain_with_symbolic_batch_and_length():
     for b, s in ((1, 7), (3, 32), (16, 128)):
         a = rng.standard_normal((b, s, 64)).astype("float32")
         out = int8(a)
-        assert_int8_close(out, fake_quant(a))
+        assert_like_fake_quant(out, fake_quant(a))
         assert _relative_error(out, fp32(a)) < INT8_VS_FP32
 
 
@@ -125,7 +140,7 @@ def test_static_batch_model_quantizes_from_batch_1_samples():
     qmod = quantize(mod, [x[:1] for x in _samples([1] * 5)], calib_mode="naive")
     assert int(_batch_dim(qmod)) == 16
     (x,) = _samples([16], seed=9)
-    assert_int8_close(Runner(build(qmod))(x), Runner(build(qmod, "default"))(x))
+    assert_like_fake_quant(Runner(build(qmod))(x), Runner(build(qmod, "default"))(x))
 
 
 def test_regroup_fills_the_last_batch_with_the_first_samples():
