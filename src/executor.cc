@@ -7,12 +7,56 @@
 #include <omp.h>
 #include <pthread.h>
 
+#include <cmath>
+
 namespace tvm_onednn {
 
 namespace {
 std::atomic<int> g_num_threads{0};
 std::atomic<bool> g_openmp_used{false};
 std::atomic<int> g_fork_generation{0};
+
+void NanToZero(float* x, int64_t count) {
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < count; ++i) {
+    if (std::isnan(x[i])) x[i] = 0.f;
+  }
+}
+
+/*! \brief dst (plain, `dims`) = src read with element `strides` (0 where it broadcasts). */
+void BroadcastCopy(const float* src, float* dst, const std::vector<int64_t>& dims,
+                   const std::vector<int64_t>& strides) {
+  int64_t rank = static_cast<int64_t>(dims.size());
+  int64_t inner = dims.back(), inner_stride = strides.back();
+  int64_t rows = 1;
+  for (int64_t d = 0; d + 1 < rank; ++d) rows *= dims[d];
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    int64_t off = 0, rem = r;
+    for (int64_t d = rank - 2; d >= 0; --d) {
+      off += (rem % dims[d]) * strides[d];
+      rem /= dims[d];
+    }
+    float* out = dst + r * inner;
+    for (int64_t i = 0; i < inner; ++i) out[i] = src[off + i * inner_stride];
+  }
+}
+
+void RunHostStep(const Step& step, const std::vector<dnnl::memory>& mems) {
+  switch (step.host) {
+    case HostOp::kNanToZero:
+      NanToZero(static_cast<float*>(mems[0].get_data_handle()),
+                static_cast<int64_t>(mems[0].get_desc().get_size() / sizeof(float)));
+      return;
+    case HostOp::kBroadcastCopy:
+      BroadcastCopy(static_cast<const float*>(mems[0].get_data_handle()),
+                    static_cast<float*>(mems[1].get_data_handle()), step.host_dims,
+                    step.host_strides);
+      return;
+    case HostOp::kNone:
+      return;
+  }
+}
 
 void OnForkChild() {
   g_fork_generation.fetch_add(1);
@@ -82,6 +126,11 @@ void ExecContext::Run(const Plan& plan, void* const* inputs, void* const* output
     um.mem.set_data_handle(um.is_output ? outputs[um.index] : inputs[um.index]);
   }
   for (size_t s = 0; s < plan.steps.size(); ++s) {
+    if (plan.steps[s].host != HostOp::kNone) {
+      stream_.wait();  // primitives before it have written its operands
+      RunHostStep(plan.steps[s], mems_[s]);
+      continue;
+    }
     const std::vector<dnnl_exec_arg_t>& a = c_args_[s];
     dnnl::error::wrap_c_api(dnnl_primitive_execute(plan.steps[s].prim.get(), stream_.get(),
                                                    static_cast<int>(a.size()), a.data()),

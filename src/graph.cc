@@ -256,6 +256,26 @@ void ParseAttrs(const json::Object& attrs, Node* node, const Ctx& ctx) {
     check_layout("layout", "NCHW");
     check_layout("out_layout", "NCHW");
   }
+  if (spec.base == BaseOp::kLayerNorm) {
+    a.epsilon = AsNumber(need("epsilon"), ctx, "attr epsilon");
+    if (!(a.epsilon >= 0.0 && std::isfinite(a.epsilon))) {
+      ctx.Fail("attr epsilon must be a finite number >= 0, got " + std::to_string(a.epsilon));
+    }
+  } else if (spec.base == BaseOp::kSoftmax) {
+    a.axis = AsInt(need("axis"), ctx, "attr axis");
+    if (a.axis < 0) {
+      ctx.Fail("attr axis must be >= 0 (the codegen normalizes negative axes), got " +
+               std::to_string(a.axis));
+    }
+    if (auto f = get("nan_to_zero")) a.nan_to_zero = AsBool(*f, ctx, "attr nan_to_zero");
+  } else if (spec.base == BaseOp::kTranspose) {
+    a.axes = AsIntList(need("axes"), ctx, "attr axes");
+  } else if (spec.base == BaseOp::kMatmul && !spec.quantized) {
+    if (auto f = get("output_scale")) {
+      a.output_scale = AsNumber(*f, ctx, "attr output_scale");
+      if (!std::isfinite(a.output_scale)) ctx.Fail("attr output_scale must be finite");
+    }
+  }
   if (spec.act == Activation::kClip) {
     a.clip_min = AsNumber(need("clip_min"), ctx, "attr clip_min");
     a.clip_max = AsNumber(need("clip_max"), ctx, "attr clip_max");
@@ -345,8 +365,7 @@ void ValidateNodeDTypes(const Graph& g, const Node& node, const Ctx& ctx) {
                  " (an int8 pool keeps its input dtype)");
       }
       return;
-    case BaseOp::kConv2d:
-    case BaseOp::kMatmul:
+    default:
       break;
   }
   need_int8(0);
@@ -380,6 +399,63 @@ void RequireStatic(const Graph& g, const std::vector<int64_t>& shape, size_t fro
       ctx.Fail(what + " shape " + g.DimsStr(shape) + " has the symbolic dim " +
                std::to_string(i) + " (" + g.DimStr(shape[i]) + "): " + why);
     }
+  }
+}
+
+/*! \brief gamma / beta: constants of shape [C], C the (static) last dim of the data. */
+void ValidateLayerNorm(const Graph& g, const Node& node, const Ctx& ctx) {
+  const auto& x = g.Info(node.inputs[0]).shape;
+  if (x.empty()) ctx.Fail("data must have at least 1 dim, got shape []");
+  RequireStatic(g, x, x.size() - 1, ctx, "data",
+                "the normalized (last) dim of layer_norm must be static");
+  int64_t c = x.back();
+  for (int i = 1; i <= 2; ++i) {
+    std::string role = std::string(i == 1 ? "gamma" : "beta") + " (" +
+                       g.RefStr(node.inputs[i]) + ")";
+    if (node.inputs[i].kind != RefKind::kConst) ctx.Fail(role + " must be a constant");
+    const auto& p = g.Info(node.inputs[i]).shape;
+    if (p.size() != 1 || p[0] != c) {
+      ctx.Fail(role + " has shape " + g.DimsStr(p) + ", expected [" + std::to_string(c) +
+               "] (the last dim of data " + g.DimsStr(x) + ")");
+    }
+  }
+}
+
+/*! \brief "n*s*384": the element count of a shape, symbols by name (constants first). */
+std::string CountStr(const Graph& g, const std::vector<int64_t>& shape) {
+  int64_t fixed = 1;
+  std::string syms;
+  for (int64_t d : shape) {
+    if (IsSymbolic(d)) {
+      syms += g.DimStr(d) + "*";
+    } else {
+      fixed *= d;
+    }
+  }
+  return syms + std::to_string(fixed);
+}
+
+/*! \brief Same element count for every binding: equal static products, equal symbol multisets. */
+void ValidateReshape(const Graph& g, const std::vector<int64_t>& x,
+                     const std::vector<int64_t>& out, const Ctx& ctx) {
+  auto split = [](const std::vector<int64_t>& shape, std::vector<int64_t>* syms) {
+    int64_t fixed = 1;
+    for (int64_t d : shape) {
+      if (IsSymbolic(d)) {
+        syms->push_back(d);
+      } else {
+        fixed *= d;
+      }
+    }
+    std::sort(syms->begin(), syms->end());
+    return fixed;
+  };
+  std::vector<int64_t> sx, so;
+  int64_t fx = split(x, &sx), fo = split(out, &so);
+  if (fx != fo || sx != so) {
+    ctx.Fail("output shape " + g.DimsStr(out) + " has " + CountStr(g, out) +
+             " elements, but data " + g.DimsStr(x) + " has " + CountStr(g, x) +
+             " (a reshape keeps the element count; symbolic dims must be the data's)");
   }
 }
 
@@ -476,9 +552,66 @@ void ValidateNodeShapes(const Graph& g, const Node& node, const Ctx& ctx) {
         ctx.Fail("bias has shape " + g.DimsStr(b) + ", expected [" + g.DimStr(N) + "]");
       }
     }
+    if (spec.has_add && !spec.quantized) {
+      // float32 matmul: the residual may broadcast to the output (an attention mask).
+      int ri = spec.ResidualIndex();
+      const auto& r = ops[ri]->shape;
+      std::vector<int64_t> b_out;
+      size_t bad = 0;
+      if (r.size() > out.size() || !BroadcastShapes(r, out, &b_out, &bad) || b_out != out) {
+        ctx.Fail("residual (" + g.RefStr(node.inputs[ri]) + ") has shape " + g.DimsStr(r) +
+                 ", which does not broadcast to the output shape " + g.DimsStr(out) +
+                 " (numpy rules: ranks right-aligned, each residual dim equal or 1)");
+      }
+      return;
+    }
     check_residual();
-  } else if (spec.IsQuantReorder()) {
+  } else if (spec.IsQuantReorder() || spec.base == BaseOp::kEltwise) {
     check_out(ops[0]->shape);
+  } else if (spec.base == BaseOp::kLayerNorm) {
+    ValidateLayerNorm(g, node, ctx);
+    check_out(ops[0]->shape);
+  } else if (spec.base == BaseOp::kSoftmax) {
+    const auto& x = ops[0]->shape;
+    if (a.axis >= static_cast<int64_t>(x.size())) {
+      ctx.Fail("attr axis " + std::to_string(a.axis) + " is out of range for data " +
+               g.DimsStr(x) + " of rank " + std::to_string(x.size()) + " (expected 0 <= axis < " +
+               std::to_string(x.size()) + ")");
+    }
+    check_out(x);
+  } else if (spec.base == BaseOp::kBinary) {
+    const auto& x = ops[0]->shape;
+    const auto& y = ops[1]->shape;
+    std::vector<int64_t> expected;
+    size_t bad = 0;
+    if (!BroadcastShapes(x, y, &expected, &bad)) {
+      size_t rank = std::max(x.size(), y.size());
+      int64_t dx = x[x.size() - (rank - bad)], dy = y[y.size() - (rank - bad)];
+      ctx.Fail("a (" + g.RefStr(node.inputs[0]) + ") " + g.DimsStr(x) + " and b (" +
+               g.RefStr(node.inputs[1]) + ") " + g.DimsStr(y) + " are not broadcastable: " +
+               "output dim " + std::to_string(bad) + " pairs " + g.DimStr(dx) + " with " +
+               g.DimStr(dy) + " (numpy rules: equal or 1)");
+    }
+    check_out(expected);
+  } else if (spec.base == BaseOp::kReshape) {
+    ValidateReshape(g, ops[0]->shape, out, ctx);
+  } else if (spec.base == BaseOp::kTranspose) {
+    const auto& x = ops[0]->shape;
+    std::vector<bool> seen(x.size(), false);
+    bool ok = a.axes.size() == x.size();
+    for (size_t i = 0; ok && i < a.axes.size(); ++i) {
+      int64_t ax = a.axes[i];
+      ok = ax >= 0 && ax < static_cast<int64_t>(x.size()) && !seen[ax];
+      if (ok) seen[ax] = true;
+    }
+    if (!ok) {
+      ctx.Fail("attr axes " + ShapeStr(a.axes) + " is not a permutation of 0.." +
+               std::to_string(static_cast<int64_t>(x.size()) - 1) + " (data " + g.DimsStr(x) +
+               " has rank " + std::to_string(x.size()) + ")");
+    }
+    std::vector<int64_t> expected;
+    for (int64_t ax : a.axes) expected.push_back(x[ax]);
+    check_out(expected);
   } else {
     const auto& x = ops[0]->shape;
     if (x.size() != 4) ctx.Fail("data must be 4-D NCHW, got shape " + g.DimsStr(x));
@@ -515,6 +648,26 @@ std::string JsonTypeName(const Any& v) {
   if (v.as<json::Array>().has_value()) return "array";
   if (v.as<json::Object>().has_value()) return "object";
   return v.GetTypeKey();
+}
+
+bool BroadcastShapes(const std::vector<int64_t>& a, const std::vector<int64_t>& b,
+                     std::vector<int64_t>* out, size_t* bad_dim) {
+  size_t rank = std::max(a.size(), b.size());
+  out->assign(rank, 1);
+  for (size_t i = 0; i < rank; ++i) {
+    size_t back = rank - i;  // position from the right, 1-based
+    int64_t da = back <= a.size() ? a[a.size() - back] : 1;
+    int64_t db = back <= b.size() ? b[b.size() - back] : 1;
+    if (da == db || db == 1) {
+      (*out)[i] = da;
+    } else if (da == 1) {
+      (*out)[i] = db;
+    } else {
+      *bad_dim = i;
+      return false;
+    }
+  }
+  return true;
 }
 
 int64_t PoolOutSize(int64_t in, int64_t k, int64_t stride, int64_t pad_l, int64_t pad_r,

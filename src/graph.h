@@ -68,6 +68,11 @@ struct NodeAttrs {
   double clip_min = 0.0;
   double clip_max = 0.0;
   double alpha = 0.0;
+  double epsilon = 1e-5;             // layer_norm
+  int64_t axis = -1;                 // softmax
+  bool nan_to_zero = false;          // softmax: NaN results become 0
+  std::vector<int64_t> axes;         // transpose: output dim i is data dim axes[i]
+  double output_scale = 1.0;         // matmul: (a @ b) * output_scale, before bias
 };
 
 struct Node {
@@ -120,6 +125,14 @@ struct Graph {
  * dtypes of int8 operands and the `quant` fields of int8 nodes.
  */
 Graph ParseGraph(const std::string& json);
+
+/*!
+ * \brief Numpy broadcasting of two (possibly symbolic) shapes: ranks right-aligned, a dim of 1
+ *        takes the other's. Returns false (and the first conflicting output dim in *bad_dim)
+ *        when a pair of dims is neither equal nor has a 1.
+ */
+bool BroadcastShapes(const std::vector<int64_t>& a, const std::vector<int64_t>& b,
+                     std::vector<int64_t>* out, size_t* bad_dim);
 
 /*! \brief Output spatial size of a pooling window (PyTorch/TVM semantics incl. ceil_mode). */
 int64_t PoolOutSize(int64_t in, int64_t k, int64_t stride, int64_t pad_l, int64_t pad_r,

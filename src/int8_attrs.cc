@@ -94,6 +94,8 @@ std::vector<const char*> AllowedKeys(const OpSpec& spec) {
         return {kSrcScale, kSrcZp, kWeightScales, kResScale, kResZp, kDstScale, kDstZp};
       }
       return {kSrcScale, kSrcZp, kWeightScales, kDstScale, kDstZp};
+    default:
+      break;
   }
   return {};
 }

@@ -33,7 +33,38 @@ struct Table {
       spec.quantized = true;
       ops.push_back(spec);
     }
+    AddTransformerOps();
     for (size_t i = 0; i < ops.size(); ++i) index[ops[i].name] = i;
+  }
+
+  void Add(const std::string& name, BaseOp base, Activation act = Activation::kNone,
+           BinaryAlg binary = BinaryAlg::kNone) {
+    OpSpec spec;
+    spec.name = "onednn." + name;
+    spec.base = base;
+    spec.act = act;
+    spec.binary = binary;
+    ops.push_back(spec);
+  }
+
+  /*! \brief float32 ops of transformer layers (appended: earlier names keep their order). */
+  void AddTransformerOps() {
+    Add("layer_norm", BaseOp::kLayerNorm);
+    Add("softmax", BaseOp::kSoftmax);
+    for (Activation act : {Activation::kGelu, Activation::kGeluTanh, Activation::kRelu,
+                           Activation::kSigmoid, Activation::kTanh, Activation::kSilu}) {
+      Add(ActivationName(act), BaseOp::kEltwise, act);
+    }
+    for (BinaryAlg alg : {BinaryAlg::kAdd, BinaryAlg::kSubtract, BinaryAlg::kMultiply,
+                          BinaryAlg::kDivide, BinaryAlg::kMaximum, BinaryAlg::kMinimum}) {
+      for (Activation act : kActivations) {
+        std::string name = BinaryAlgName(alg);
+        if (act != Activation::kNone) name += std::string("_") + ActivationName(act);
+        Add(name, BaseOp::kBinary, act, alg);
+      }
+    }
+    Add("reshape", BaseOp::kReshape);
+    Add("transpose", BaseOp::kTranspose);
   }
 
   void AddFamily(bool quantized) {
@@ -81,11 +112,27 @@ const Table& GetTable() {
 }  // namespace
 
 int OpSpec::NumOperands() const {
+  switch (base) {
+    case BaseOp::kLayerNorm:
+      return 3;
+    case BaseOp::kBinary:
+      return 2;
+    case BaseOp::kSoftmax:
+    case BaseOp::kEltwise:
+    case BaseOp::kReshape:
+    case BaseOp::kTranspose:
+      return 1;
+    default:
+      break;
+  }
   if (IsPool() || IsQuantReorder()) return 1;
   return 2 + (has_bias ? 1 : 0) + (has_add ? 1 : 0);
 }
 
 const char* OpSpec::OperandName(int i) const {
+  if (base == BaseOp::kLayerNorm) return i == 0 ? "data" : (i == 1 ? "gamma" : "beta");
+  if (base == BaseOp::kBinary) return i == 0 ? "a" : "b";
+  if (NumOperands() == 1) return "data";
   if (IsPool() || IsQuantReorder()) return "data";
   if (i == 0) return base == BaseOp::kMatmul ? "a" : "data";
   if (i == 1) return base == BaseOp::kMatmul ? "b" : "weight";
@@ -124,6 +171,26 @@ const char* ActivationName(Activation act) {
       return "hardswish";
     case Activation::kLeakyRelu:
       return "leaky_relu";
+  }
+  return "";
+}
+
+const char* BinaryAlgName(BinaryAlg alg) {
+  switch (alg) {
+    case BinaryAlg::kNone:
+      return "";
+    case BinaryAlg::kAdd:
+      return "add";
+    case BinaryAlg::kSubtract:
+      return "subtract";
+    case BinaryAlg::kMultiply:
+      return "multiply";
+    case BinaryAlg::kDivide:
+      return "divide";
+    case BinaryAlg::kMaximum:
+      return "maximum";
+    case BinaryAlg::kMinimum:
+      return "minimum";
   }
   return "";
 }

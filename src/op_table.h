@@ -4,7 +4,10 @@
  *
  * Names follow docs/subgraph-format.md: `onednn.<base>[_bias][_add][_<act>]` for conv2d and
  * matmul plus the three pools; their int8 forms `onednn.q<base>[_bias][_add][_<act>]`,
- * `onednn.q<pool>`; and the int8 boundary ops `onednn.quantize` / `onednn.dequantize`.
+ * `onednn.q<pool>`; the int8 boundary ops `onednn.quantize` / `onednn.dequantize`; and the
+ * transformer ops `onednn.layer_norm`, `onednn.softmax`, standalone activations
+ * (`onednn.gelu`, ...), broadcast binaries `onednn.<add|subtract|...>[_<act>]`,
+ * `onednn.reshape` and `onednn.transpose`.
  * Lookup is by exact name; there is no substring dispatch.
  */
 #ifndef TVM_ONEDNN_OP_TABLE_H_
@@ -23,7 +26,17 @@ enum class BaseOp {
   kGlobalAvgPool2d,
   kQuantize,    // f32 -> u8/s8 (a reorder with a dst scale)
   kDequantize,  // u8/s8 -> f32 (a reorder with a src scale)
+  // transformer ops (float32)
+  kLayerNorm,  // data, gamma, beta: normalize over the last axis
+  kSoftmax,    // data; attrs axis, nan_to_zero
+  kEltwise,    // data; the activation is OpSpec::act
+  kBinary,     // a, b with numpy broadcasting; OpSpec::binary, optional activation
+  kReshape,    // data; a view where possible
+  kTranspose,  // data; attrs axes; a permuted view
 };
+
+/*! \brief The algorithm of a broadcast binary op (onednn.add, ...). */
+enum class BinaryAlg { kNone, kAdd, kSubtract, kMultiply, kDivide, kMaximum, kMinimum };
 
 enum class Activation {
   kNone,
@@ -44,6 +57,7 @@ struct OpSpec {
   bool has_bias = false;
   bool has_add = false;
   Activation act = Activation::kNone;
+  BinaryAlg binary = BinaryAlg::kNone;  // kBinary only
   /*! \brief An int8 op (`onednn.q*`, quantize, dequantize): the node carries a "quant" object. */
   bool quantized = false;
 
@@ -59,6 +73,8 @@ struct OpSpec {
     return base == BaseOp::kMaxPool2d || base == BaseOp::kAvgPool2d ||
            base == BaseOp::kGlobalAvgPool2d;
   }
+  /*! \brief reshape / transpose: no computation, the output is a view of the data if possible. */
+  bool IsLayout() const { return base == BaseOp::kReshape || base == BaseOp::kTranspose; }
   /*! \brief quantize / dequantize: one operand, executed as a scaling reorder. */
   bool IsQuantReorder() const { return base == BaseOp::kQuantize || base == BaseOp::kDequantize; }
 };
@@ -69,6 +85,8 @@ const OpSpec* LookupOp(const std::string& name);
 const std::vector<OpSpec>& AllOps();
 /*! \brief Suffix name of an activation ("relu", ...); "" for none. */
 const char* ActivationName(Activation act);
+/*! \brief "add", "subtract", ...; "" for none. */
+const char* BinaryAlgName(BinaryAlg alg);
 
 }  // namespace tvm_onednn
 

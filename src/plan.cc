@@ -66,6 +66,20 @@ class Planner {
         case BaseOp::kDequantize:
           PlanQuantReorder(static_cast<int>(n));
           break;
+        case BaseOp::kLayerNorm:
+          PlanLayerNorm(static_cast<int>(n));
+          break;
+        case BaseOp::kSoftmax:
+        case BaseOp::kEltwise:
+          PlanSoftmaxOrEltwise(static_cast<int>(n));
+          break;
+        case BaseOp::kBinary:
+          PlanBinary(static_cast<int>(n));
+          break;
+        case BaseOp::kReshape:
+        case BaseOp::kTranspose:
+          PlanView(static_cast<int>(n));
+          break;
         default:
           PlanPool(static_cast<int>(n));
           break;
@@ -208,13 +222,20 @@ class Planner {
       MemDesc plain = PlainLike(v.md);
       src_buf = Operand(vid, plain, node, role);
       src_md = *TryReshape(plain, want_dims);
+      if (SameLayout(src_md, want)) return src_buf;  // plain was what it takes
     }
     BufRef dst;
     bool is_const = v.buf.kind == BufKind::kConst;
     if (is_const) {
       void* src = plan_->const_ptrs[src_buf.index];
-      dst = PackConst(vid - static_cast<int>(g_.inputs.size()), false, want,
-                      [&](void* packed) { ReorderNow(src_md, src, want, packed); });
+      auto pack = [&](void* packed) { ReorderNow(src_md, src, want, packed); };
+      int index = vid - static_cast<int>(g_.inputs.size());
+      if (index < static_cast<int>(g_.constants.size())) {
+        dst = PackConst(index, false, want, pack);
+      } else {  // a view (reshape / transpose node) of a constant: packed for this plan only
+        dst = AddOwnedConst(want.get_size());
+        pack(plan_->const_ptrs[dst.index]);
+      }
     } else {
       dst = {BufKind::kSlot, slots_.Alloc(want.get_size())};
       AddReorderStep(src_buf, src_md, dst, want, node, -1, Where(vid),
@@ -280,7 +301,11 @@ class Planner {
                          ? QuantWeights(n, pd.weights_desc(), ImplName(pd), &rounding)
                          : Operand(g_.ValueId(node.inputs[1]), pd.weights_desc(), n, weight_role);
     args->push_back({DNNL_ARG_WEIGHTS, weights, pd.weights_desc()});
-    if (spec.has_bias) {
+    if (spec.has_bias && post.bias_md) {  // a matmul bias after its output scale
+      BufRef bias = Operand(g_.ValueId(node.inputs[spec.BiasIndex()]), *post.bias_md, n, "bias");
+      args->push_back({DNNL_ARG_ATTR_MULTIPLE_POST_OP(post.BiasPostOpIndex()) | DNNL_ARG_SRC_1,
+                       bias, *post.bias_md});
+    } else if (spec.has_bias) {
       BufRef bias = Operand(g_.ValueId(node.inputs[spec.BiasIndex()]), pd.bias_desc(), n, "bias");
       args->push_back({DNNL_ARG_BIAS, bias, pd.bias_desc()});
     }
@@ -356,7 +381,7 @@ class Planner {
 
   void Release(int vid) {
     ValueState& v = vals_[vid];
-    if (v.buf.kind == BufKind::kSlot && !v.transferred) slots_.Release(v.buf.index);
+    if (v.buf.kind == BufKind::kSlot && !v.transferred) ReleaseSlot(v.buf.index);
     for (const auto& alt : v.alts) {
       if (alt.second.kind == BufKind::kSlot) slots_.Release(alt.second.index);
     }
@@ -377,6 +402,25 @@ class Planner {
     if (vals_[out].last_use < 0 && !vals_[out].is_output) Release(out);
   }
 
+  /*! \brief A slot viewed by one more value (reshape / transpose): released by the last one. */
+  void AddAlias(int slot) {
+    if (slot_aliases_.size() <= static_cast<size_t>(slot)) slot_aliases_.resize(slot + 1, 0);
+    slot_aliases_[slot]++;
+  }
+
+  void ReleaseSlot(int slot) {
+    if (static_cast<size_t>(slot) < slot_aliases_.size() && slot_aliases_[slot] > 0) {
+      slot_aliases_[slot]--;
+    } else {
+      slots_.Release(slot);
+    }
+  }
+
+  bool Aliased(const BufRef& buf) const {
+    return buf.kind == BufKind::kSlot && static_cast<size_t>(buf.index) < slot_aliases_.size() &&
+           slot_aliases_[buf.index] > 0;
+  }
+
   /*! \brief Destination buffer of node n whose value has layout `md`. */
   BufRef DstBuffer(int n, const MemDesc& md, bool direct) {
     int vid = g_.ValueId({RefKind::kNode, n});
@@ -393,7 +437,7 @@ class Planner {
   bool CanSumInPlace(int n, const ValueRef& r, const MemDesc& dst_md) const {
     const ValueState& rv = vals_[g_.ValueId(r)];
     return r.kind == RefKind::kNode && rv.buf.kind == BufKind::kSlot && !rv.transferred &&
-           !rv.is_output && rv.last_use == n && CountUses(g_.nodes[n], r) == 1 &&
+           !Aliased(rv.buf) && !rv.is_output && rv.last_use == n && CountUses(g_.nodes[n], r) == 1 &&
            SameElementLayout(rv.md, dst_md);
   }
 
@@ -556,52 +600,179 @@ class Planner {
                direct, residual, pd->src_desc(), pd->weights_desc(), pd->dst_desc(), rounding);
   }
 
+  /*! \brief Primitive-level dims of a matmul and of its residual (empty: not expressible). */
+  struct MatmulForm {
+    NodeDims dims;
+    Dims residual;
+    bool ok = true;
+  };
+
+  /*!
+   * \brief The forms a matmul may run in, preferred first: folded (GetNodeDims: batch dims of a
+   *        folded into M for a 2-D b, else collapsed into one batch dim) and full rank (a's dims,
+   *        b padded with 1s: oneDNN broadcasts it). A broadcast residual [.., 1, ..] needs the
+   *        full rank unless its leading dims are all 1.
+   */
+  std::vector<MatmulForm> MatmulForms(const Node& node) {
+    const OpSpec& spec = *node.spec;
+    const std::vector<int64_t>& A = g_.Info(node.inputs[0]).shape;
+    const std::vector<int64_t>& out = node.out.shape;
+    size_t rank = A.size();
+    MatmulForm folded, full;
+    folded.dims = GetNodeDims(g_, node);
+    full.dims.src = Dims(A.begin(), A.end());
+    std::vector<int64_t> b = PadRank(g_.Info(node.inputs[1]).shape, rank);
+    full.dims.weights = Dims(b.begin(), b.end());
+    full.dims.dst = Dims(out.begin(), out.end());
+    if (spec.has_bias) {
+      full.dims.bias = Dims(rank, 1);
+      full.dims.bias.back() = out.back();
+    }
+    if (spec.has_add) {
+      std::vector<int64_t> r = PadRank(g_.Info(node.inputs[spec.ResidualIndex()]).shape, rank);
+      full.residual = Dims(r.begin(), r.end());
+      if (r == out) {
+        folded.residual = folded.dims.dst;
+      } else if (std::all_of(r.begin(), r.end() - 1, [](int64_t d) { return d == 1; })) {
+        folded.residual = Dims(folded.dims.dst.size(), 1);
+        folded.residual.back() = r.back();
+      } else {
+        folded.ok = false;
+      }
+    }
+    return {folded, full};
+  }
+
+  /*!
+   * \brief When node n's value is read only by a transpose (and is no region output), the
+   *        layout that makes the transpose's output plain: the matmul writes it directly.
+   */
+  std::optional<MemDesc> TransposedDst(int n, const Dims& dst_dims) {
+    int vid = g_.ValueId({RefKind::kNode, n});
+    const ValueState& v = vals_[vid];
+    if (v.is_output || v.node_uses != 1) return std::nullopt;
+    for (size_t m = n + 1; m < g_.nodes.size(); ++m) {
+      const Node& c = g_.nodes[m];
+      if (std::find(c.inputs.begin(), c.inputs.end(), ValueRef{RefKind::kNode, n}) ==
+          c.inputs.end()) {
+        continue;
+      }
+      if (c.spec->base != BaseOp::kTranspose) return std::nullopt;
+      std::vector<int> q(c.attrs.axes.begin(), c.attrs.axes.end());
+      try {
+        MemDesc md = PlainDesc(c.out.shape, c.out.dtype).permute_axes(q);
+        return TryReshape(md, dst_dims);
+      } catch (const dnnl::error&) {
+        return std::nullopt;
+      }
+    }
+    return std::nullopt;
+  }
+
   void PlanMatmul(int n) {
     const Node& node = g_.nodes[n];
     const OpSpec& spec = *node.spec;
-    NodeDims dims = GetNodeDims(g_, node);
     using dt = dnnl::memory::data_type;
-    dt dt_src = ToDnnl(g_.Info(node.inputs[0]).dtype);
     dt dt_w = ToDnnl(g_.Info(node.inputs[1]).dtype);
     dt dt_dst = ToDnnl(node.out.dtype);
     int out_vid = g_.ValueId({RefKind::kNode, n});
+    int a_vid = g_.ValueId(node.inputs[0]), b_vid = g_.ValueId(node.inputs[1]);
     bool b_const = node.inputs[1].kind == RefKind::kConst;
-    MemDesc src_md = PlainLike(MemDesc(dims.src, dt_src, tag::any));
-    MemDesc w_md = b_const ? MemDesc(dims.weights, dt_w, tag::any)
-                           : PlainLike(MemDesc(dims.weights, dt_w, tag::any));
-    MemDesc dst_md = PlainLike(MemDesc(dims.dst, dt_dst, tag::any));
     bool direct = vals_[out_vid].direct_output >= 0;
+    float output_scale = static_cast<float>(node.attrs.output_scale);
+    // Residual: summed in place when it is a plain intermediate of the output's shape dying here.
+    bool sum_inplace = false;
+    dt r_dt = dt::undef;
+    ValueRef r;
+    if (spec.has_add) {
+      r = node.inputs[spec.ResidualIndex()];
+      const ValueState& rv = vals_[g_.ValueId(r)];
+      r_dt = rv.md.get_data_type();
+      sum_inplace = !direct && output_scale == 1.f && g_.Info(r).shape == node.out.shape &&
+                    DataTypeBytes(r_dt) == DataTypeBytes(dt_dst) &&
+                    CanSumInPlace(n, r, PlainLike(rv.md)) && IsPlain(rv.md);
+    }
+    auto post_for = [&](const MatmulForm& f) {
+      PostOps post;
+      post.output_scale = output_scale;
+      if (spec.has_bias && output_scale != 1.f) {
+        post.bias_md = PlainLike(MemDesc(f.dims.bias, dt::f32, tag::any));
+      }
+      if (spec.has_add) {
+        post.residual_scale = ResidualScale(node);
+        if (sum_inplace) {
+          post.residual = ResidualMode::kSum;
+          post.sum_dt = r_dt == dt_dst ? dt::undef : r_dt;
+        } else {
+          post.residual = ResidualMode::kBinary;
+          post.residual_md = PlainLike(MemDesc(f.residual, r_dt, tag::any));
+        }
+      }
+      return post;
+    };
+    // Run on the operands' own layouts (views of transposes / reshapes) when oneDNN has an
+    // optimized kernel for them; otherwise on plain operands (reordered once per call).
+    std::vector<MatmulForm> forms = MatmulForms(node);
+    const MatmulForm* form = nullptr;
+    std::optional<dnnl::matmul::primitive_desc> pd;
     PostOps post;
+    for (const MatmulForm& f : forms) {
+      if (!f.ok) continue;
+      std::optional<MemDesc> sv = TryReshape(vals_[a_vid].md, f.dims.src);
+      std::optional<MemDesc> wv = b_const ? MemDesc(f.dims.weights, dt_w, tag::any)
+                                          : TryReshape(vals_[b_vid].md, f.dims.weights);
+      if (!sv || !wv) continue;
+      MemDesc dmd = PlainLike(MemDesc(f.dims.dst, dt_dst, tag::any));
+      PostOps p = post_for(f);
+      auto cand = MakeMatmulPd(node, f.dims, *sv, *wv, dmd, p);
+      if (cand && !IsReferenceImpl(ImplName(*cand))) {
+        form = &f;
+        pd = cand;
+        post = p;
+        break;
+      }
+    }
+    if (!pd) {
+      for (const MatmulForm& f : forms) {
+        if (f.ok && form == nullptr) form = &f;
+      }
+      MemDesc src_md = PlainLike(MemDesc(form->dims.src, vals_[a_vid].md.get_data_type(),
+                                         tag::any));
+      MemDesc w_md = b_const ? MemDesc(form->dims.weights, dt_w, tag::any)
+                             : PlainLike(MemDesc(form->dims.weights, dt_w, tag::any));
+      post = post_for(*form);
+      pd = MakeMatmulPd(node, form->dims, src_md, w_md,
+                        PlainLike(MemDesc(form->dims.dst, dt_dst, tag::any)), post);
+      if (!pd) Fail(n, "oneDNN has no matmul implementation for these shapes");
+    }
+    MemDesc value_md = PlainDesc(node.out.shape, node.out.dtype);
+    if (!direct && !sum_inplace) {
+      // Write straight into the layout of a following transpose's plain output.
+      std::optional<MemDesc> tdst = TransposedDst(n, form->dims.dst);
+      if (tdst && !SameLayout(*tdst, pd->dst_desc())) {
+        auto pdt = MakeMatmulPd(node, form->dims, pd->src_desc(), pd->weights_desc(), *tdst,
+                                post);
+        if (pdt && !IsReferenceImpl(ImplName(*pdt))) {
+          pd = pdt;
+          value_md = *TryReshape(*tdst, Dims(node.out.shape.begin(), node.out.shape.end()));
+        }
+      }
+    }
     std::string residual = "none";
     BufRef dst;
     bool have_dst = false;
-    if (spec.has_add) {
-      const ValueRef& r = node.inputs[spec.ResidualIndex()];
+    if (sum_inplace) {
       ValueState& rv = vals_[g_.ValueId(r)];
-      dt r_dt = rv.md.get_data_type();
-      post.residual_scale = ResidualScale(node);
-      std::optional<MemDesc> rview = TryReshape(rv.md, dims.dst);
-      if (!direct && rview && DataTypeBytes(r_dt) == DataTypeBytes(dt_dst) &&
-          CanSumInPlace(n, r, PlainLike(rv.md)) && IsPlain(rv.md)) {
-        post.residual = ResidualMode::kSum;
-        post.sum_dt = r_dt == dt_dst ? dt::undef : r_dt;
-        dst = rv.buf;
-        have_dst = true;
-        rv.transferred = true;
-        residual = "sum_inplace";
-      } else {
-        post.residual = ResidualMode::kBinary;
-        post.residual_md = PlainLike(MemDesc(dims.dst, r_dt, tag::any));
-        residual = "binary_add";
-      }
+      dst = rv.buf;
+      have_dst = true;
+      rv.transferred = true;
+      residual = "sum_inplace";
+    } else if (spec.has_add) {
+      residual = "binary_add";
     }
-    auto pd = MakeMatmulPd(node, dims, src_md, w_md, dst_md, post);
-    if (!pd) Fail(n, "oneDNN has no matmul implementation for these shapes");
     std::vector<ArgBinding> args;
-    args.push_back({DNNL_ARG_SRC, Operand(g_.ValueId(node.inputs[0]), pd->src_desc(), n, "a"),
-                    pd->src_desc()});
+    args.push_back({DNNL_ARG_SRC, Operand(a_vid, pd->src_desc(), n, "a"), pd->src_desc()});
     WeightRounding rounding = BindWeightsAndPostOps(n, *pd, post, "b", &args);
-    MemDesc value_md = PlainDesc(node.out.shape, node.out.dtype);
     if (!have_dst) dst = DstBuffer(n, value_md, direct);
     args.push_back({DNNL_ARG_DST, dst, pd->dst_desc()});
     FinishNode(n, *pd, dnnl::matmul(*pd), std::move(args), value_md, dst, direct, residual,
@@ -707,6 +878,221 @@ class Planner {
                MemDesc(), dst_md);
   }
 
+  /*! \brief Records a node that runs no primitive of its own (a view) for get_kernel_info. */
+  void RecordView(int n, const std::string& impl, const MemDesc& src_md, const MemDesc& dst_md) {
+    NodeRecord rec;
+    rec.op = g_.nodes[n].op;
+    rec.impl = impl;
+    rec.src_format = FormatStr(src_md);
+    rec.dst_format = FormatStr(dst_md);
+    rec.residual = "none";
+    rec.src_dtype = DataTypeName(src_md.get_data_type());
+    rec.dst_dtype = DataTypeName(dst_md.get_data_type());
+    plan_->nodes.push_back(rec);
+  }
+
+  /*! \brief The plain layout of node n's output, and whether it is written to the user. */
+  MemDesc PlainOut(int n, bool* direct) {
+    int vid = g_.ValueId({RefKind::kNode, n});
+    *direct = vals_[vid].direct_output >= 0;
+    return PlainDesc(g_.nodes[n].out.shape, g_.nodes[n].out.dtype);
+  }
+
+  /*! \brief layer_norm over the last axis: [M, C] plain, gamma / beta used in place. */
+  void PlanLayerNorm(int n) {
+    const Node& node = g_.nodes[n];
+    const std::vector<int64_t>& shape = node.out.shape;
+    int64_t c = shape.back();
+    int64_t m = NumElements(shape) / c;
+    using dt = dnnl::memory::data_type;
+    MemDesc src_md({m, c}, dt::f32, tag::ab);
+    bool direct = false;
+    MemDesc value_md = PlainOut(n, &direct);
+    dnnl::layer_normalization_forward::primitive_desc pd;
+    try {
+      pd = dnnl::layer_normalization_forward::primitive_desc(
+          CpuEngine(), dnnl::prop_kind::forward_inference, src_md, src_md,
+          static_cast<float>(node.attrs.epsilon),
+          dnnl::normalization_flags::use_scale | dnnl::normalization_flags::use_shift,
+          ScratchpadAttr());
+    } catch (const dnnl::error& e) {
+      Fail(n, std::string("oneDNN has no layer_normalization implementation: ") + e.what());
+    }
+    std::vector<ArgBinding> args;
+    args.push_back({DNNL_ARG_SRC, Operand(g_.ValueId(node.inputs[0]), src_md, n, "data"), src_md});
+    MemDesc param_md({c}, dt::f32, tag::a);
+    args.push_back({DNNL_ARG_SCALE, Operand(g_.ValueId(node.inputs[1]), param_md, n, "gamma"),
+                    param_md});
+    args.push_back({DNNL_ARG_SHIFT, Operand(g_.ValueId(node.inputs[2]), param_md, n, "beta"),
+                    param_md});
+    BufRef dst = DstBuffer(n, value_md, direct);
+    args.push_back({DNNL_ARG_DST, dst, src_md});
+    FinishNode(n, pd, dnnl::layer_normalization_forward(pd), std::move(args), value_md, dst,
+               direct, "none", src_md, MemDesc(), src_md);
+  }
+
+  /*!
+   * \brief softmax (softmax_accurate over attrs.axis; nan_to_zero: a host step zeroes NaNs in
+   *        the result) and standalone activations (eltwise), on plain data.
+   */
+  void PlanSoftmaxOrEltwise(int n) {
+    const Node& node = g_.nodes[n];
+    bool direct = false;
+    MemDesc md = PlainOut(n, &direct);
+    std::vector<ArgBinding> args;
+    args.push_back({DNNL_ARG_SRC, Operand(g_.ValueId(node.inputs[0]), md, n, "data"), md});
+    BufRef dst = DstBuffer(n, md, direct);
+    args.push_back({DNNL_ARG_DST, dst, md});
+    auto prop = dnnl::prop_kind::forward_inference;
+    try {
+      if (node.spec->base == BaseOp::kSoftmax) {
+        dnnl::softmax_forward::primitive_desc pd(CpuEngine(), prop,
+                                                 dnnl::algorithm::softmax_accurate, md, md,
+                                                 static_cast<int>(node.attrs.axis),
+                                                 ScratchpadAttr());
+        FinishNode(n, pd, dnnl::softmax_forward(pd), std::move(args), md, dst, direct, "none", md,
+                   MemDesc(), md);
+        if (node.attrs.nan_to_zero) {
+          Step step;
+          step.host = HostOp::kNanToZero;
+          step.node = n;
+          step.args.push_back({DNNL_ARG_DST, dst, md});
+          plan_->steps.push_back(std::move(step));
+        }
+      } else {
+        EltwiseAlg e = ActivationAlg(node.spec->act, node.attrs);
+        dnnl::eltwise_forward::primitive_desc pd(CpuEngine(), prop, e.alg, md, md, e.alpha,
+                                                 e.beta, ScratchpadAttr());
+        FinishNode(n, pd, dnnl::eltwise_forward(pd), std::move(args), md, dst, direct, "none", md,
+                   MemDesc(), md);
+      }
+    } catch (const dnnl::error& e) {
+      Fail(n, std::string("oneDNN cannot create the primitive: ") + e.what());
+    }
+  }
+
+  /*! \brief `shape` with leading 1s up to `rank`. */
+  static std::vector<int64_t> PadRank(const std::vector<int64_t>& shape, size_t rank) {
+    std::vector<int64_t> out(rank - shape.size(), 1);
+    out.insert(out.end(), shape.begin(), shape.end());
+    return out;
+  }
+
+  /*!
+   * \brief Broadcast binary: oneDNN's binary broadcasts src1 only. A broadcast `a` swaps the
+   *        operands (add / multiply / maximum / minimum; subtract as -(b - a)); otherwise (divide,
+   *        or both operands broadcast) `a` is first expanded by a host broadcast copy.
+   */
+  void PlanBinary(int n) {
+    const Node& node = g_.nodes[n];
+    bool direct = false;
+    MemDesc dst_md = PlainOut(n, &direct);
+    const std::vector<int64_t>& out = node.out.shape;
+    std::vector<int64_t> sa = PadRank(g_.Info(node.inputs[0]).shape, out.size());
+    std::vector<int64_t> sb = PadRank(g_.Info(node.inputs[1]).shape, out.size());
+    int src0 = 0, src1 = 1;
+    bool negate = false, expand = false;
+    BinaryAlg alg = node.spec->binary;
+    if (sa != out) {
+      bool commutative = alg == BinaryAlg::kAdd || alg == BinaryAlg::kMultiply ||
+                         alg == BinaryAlg::kMaximum || alg == BinaryAlg::kMinimum;
+      if (sb == out && (commutative || alg == BinaryAlg::kSubtract)) {
+        std::swap(src0, src1);
+        std::swap(sa, sb);
+        negate = alg == BinaryAlg::kSubtract;
+      } else {
+        expand = true;
+      }
+    }
+    dnnl::post_ops ops;
+    if (negate) ops.append_eltwise(dnnl::algorithm::eltwise_linear, -1.f, 0.f);
+    AppendActivation(node, &ops);
+    MemDesc md0 = PlainDesc(sa, DType::kFloat32), md1 = PlainDesc(sb, DType::kFloat32);
+    dnnl::binary::primitive_desc pd;
+    try {
+      pd = dnnl::binary::primitive_desc(CpuEngine(), BinaryAlgorithm(alg), dst_md, md1, dst_md,
+                                        ScratchpadAttr(ops));
+    } catch (const dnnl::error& e) {
+      Fail(n, std::string("oneDNN has no binary implementation: ") + e.what());
+    }
+    int vid0 = g_.ValueId(node.inputs[src0]);
+    BufRef buf0 = Operand(vid0, md0, n, BinaryAlgName(alg));
+    if (expand) {
+      std::vector<int64_t> strides(sa.size(), 0);
+      int64_t stride = 1;
+      for (size_t d = sa.size(); d-- > 0;) {
+        strides[d] = sa[d] == 1 ? 0 : stride;
+        stride *= sa[d];
+      }
+      Step step;
+      step.host = HostOp::kBroadcastCopy;
+      step.node = n;
+      step.host_dims = out;
+      step.host_strides = strides;
+      BufRef full = {BufKind::kSlot, slots_.Alloc(dst_md.get_size())};
+      step.args.push_back({DNNL_ARG_FROM, buf0, md0});
+      step.args.push_back({DNNL_ARG_TO, full, dst_md});
+      ReorderRecord rec;
+      rec.step = static_cast<int>(plan_->steps.size());
+      rec.before_node = n;
+      rec.value = Where(vid0);
+      rec.reason = "broadcast a " + ShapeStr(sa) + " -> " + ShapeStr(out) +
+                   " (oneDNN's binary broadcasts src1 only)";
+      rec.src_format = FormatStr(md0);
+      rec.dst_format = FormatStr(dst_md);
+      plan_->reorders.push_back(rec);
+      plan_->steps.push_back(std::move(step));
+      buf0 = full;
+      md0 = dst_md;
+    }
+    std::vector<ArgBinding> args;
+    args.push_back({DNNL_ARG_SRC_0, buf0, dst_md});
+    args.push_back({DNNL_ARG_SRC_1, Operand(g_.ValueId(node.inputs[src1]), md1, n, "b"), md1});
+    BufRef dst = DstBuffer(n, dst_md, direct);
+    if (expand) slots_.Release(buf0.index);  // the expanded copy is read by this node only
+    args.push_back({DNNL_ARG_DST, dst, dst_md});
+    FinishNode(n, pd, dnnl::binary(pd), std::move(args), dst_md, dst, direct, "none", md0,
+               md1, dst_md);
+  }
+
+  /*!
+   * \brief reshape / transpose: the output is a view of the data's buffer (a reshaped or
+   *        permuted desc); when the data's layout cannot be reshaped, it is first reordered to
+   *        plain (once, reported as a reorder before this node).
+   */
+  void PlanView(int n) {
+    const Node& node = g_.nodes[n];
+    int data_vid = g_.ValueId(node.inputs[0]);
+    Dims out_dims(node.out.shape.begin(), node.out.shape.end());
+    auto make_view = [&](const MemDesc& md) -> std::optional<MemDesc> {
+      if (node.spec->base == BaseOp::kReshape) return TryReshape(md, out_dims);
+      std::vector<int> perm(node.attrs.axes.size());
+      for (size_t i = 0; i < perm.size(); ++i) perm[node.attrs.axes[i]] = static_cast<int>(i);
+      try {
+        return md.permute_axes(perm);
+      } catch (const dnnl::error&) {
+        return std::nullopt;
+      }
+    };
+    const ValueState& v = vals_[data_vid];
+    MemDesc src_md = v.md;
+    BufRef buf = v.buf;
+    std::optional<MemDesc> view = make_view(src_md);
+    std::string impl = "view";
+    if (!view) {
+      src_md = PlainLike(v.md);
+      buf = Operand(data_vid, src_md, n, "data");
+      view = make_view(src_md);
+      if (!view) Fail(n, "cannot view the data " + FormatStr(src_md) + " with the output dims");
+      impl = "view_after_reorder";
+    }
+    if (buf.kind == BufKind::kSlot) AddAlias(buf.index);
+    RecordView(n, impl, src_md, *view);
+    int vid = g_.ValueId({RefKind::kNode, n});
+    vals_[vid].md = *view;
+    vals_[vid].buf = buf;
+  }
+
   void PlanOutputs() {
     for (size_t j = 0; j < g_.outputs.size(); ++j) {
       int vid = g_.ValueId(g_.outputs[j]);
@@ -727,6 +1113,7 @@ class Planner {
   std::unique_ptr<Plan> plan_;
   dnnl::stream init_stream_;
   SlotAllocator slots_;
+  std::vector<int> slot_aliases_;  // per slot: values viewing it beyond the first
   std::vector<ValueState> vals_;
 };
 

@@ -39,11 +39,21 @@ struct ArgBinding {
   MemDesc md;
 };
 
+/*!
+ * \brief Work done by the runtime itself, for what no oneDNN primitive does exactly:
+ *  - kNanToZero: args[0] (f32, plain) gets every NaN replaced by 0 (softmax nan_to_zero);
+ *  - kBroadcastCopy: args[1] (plain, dims `host_dims`) = args[0] read with element strides
+ *    `host_strides` (0 along broadcast dims): a src0 that oneDNN's binary cannot broadcast.
+ */
+enum class HostOp : uint8_t { kNone, kNanToZero, kBroadcastCopy };
+
 struct Step {
-  dnnl::primitive prim;
+  dnnl::primitive prim;  // empty for host steps
   std::vector<ArgBinding> args;
   bool is_reorder = false;
   int node = -1;  // node index (for reorders: the consuming node, -1 for region outputs)
+  HostOp host = HostOp::kNone;
+  std::vector<int64_t> host_dims, host_strides;
 };
 
 /*! \brief One reorder executed on every call (for get_stats). */

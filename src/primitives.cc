@@ -19,42 +19,6 @@ int64_t Prod(const std::vector<int64_t>& v, size_t begin, size_t end) {
   return p;
 }
 
-void AppendActivation(const Node& node, dnnl::post_ops* ops) {
-  const NodeAttrs& a = node.attrs;
-  switch (node.spec->act) {
-    case Activation::kNone:
-      return;
-    case Activation::kRelu:
-      ops->append_eltwise(algorithm::eltwise_relu, 0.f, 0.f);
-      return;
-    case Activation::kClip:
-      ops->append_eltwise(algorithm::eltwise_clip_v2, static_cast<float>(a.clip_min),
-                          static_cast<float>(a.clip_max));
-      return;
-    case Activation::kSigmoid:
-      ops->append_eltwise(algorithm::eltwise_logistic, 0.f, 0.f);
-      return;
-    case Activation::kTanh:
-      ops->append_eltwise(algorithm::eltwise_tanh, 0.f, 0.f);
-      return;
-    case Activation::kGelu:
-      ops->append_eltwise(algorithm::eltwise_gelu_erf, 0.f, 0.f);
-      return;
-    case Activation::kGeluTanh:
-      ops->append_eltwise(algorithm::eltwise_gelu_tanh, 0.f, 0.f);
-      return;
-    case Activation::kSilu:
-      ops->append_eltwise(algorithm::eltwise_swish, 1.f, 0.f);
-      return;
-    case Activation::kHardswish:
-      ops->append_eltwise(algorithm::eltwise_hardswish, 1.f / 6.f, 0.5f);
-      return;
-    case Activation::kLeakyRelu:
-      ops->append_eltwise(algorithm::eltwise_relu, static_cast<float>(a.alpha), 0.f);
-      return;
-  }
-}
-
 template <typename PD, typename... Args>
 std::optional<PD> TryPd(Args&&... args) {
   try {
@@ -67,6 +31,68 @@ std::optional<PD> TryPd(Args&&... args) {
 }
 
 }  // namespace
+
+EltwiseAlg ActivationAlg(Activation act, const NodeAttrs& a) {
+  switch (act) {
+    case Activation::kRelu:
+      return {algorithm::eltwise_relu, 0.f, 0.f};
+    case Activation::kClip:
+      return {algorithm::eltwise_clip_v2, static_cast<float>(a.clip_min),
+              static_cast<float>(a.clip_max)};
+    case Activation::kSigmoid:
+      return {algorithm::eltwise_logistic, 0.f, 0.f};
+    case Activation::kTanh:
+      return {algorithm::eltwise_tanh, 0.f, 0.f};
+    case Activation::kGelu:
+      return {algorithm::eltwise_gelu_erf, 0.f, 0.f};
+    case Activation::kGeluTanh:
+      return {algorithm::eltwise_gelu_tanh, 0.f, 0.f};
+    case Activation::kSilu:
+      return {algorithm::eltwise_swish, 1.f, 0.f};
+    case Activation::kHardswish:
+      return {algorithm::eltwise_hardswish, 1.f / 6.f, 0.5f};
+    case Activation::kLeakyRelu:
+      return {algorithm::eltwise_relu, static_cast<float>(a.alpha), 0.f};
+    case Activation::kNone:
+      break;
+  }
+  return {algorithm::undef, 0.f, 0.f};
+}
+
+void AppendActivation(const Node& node, dnnl::post_ops* ops) {
+  if (node.spec->act == Activation::kNone) return;
+  EltwiseAlg e = ActivationAlg(node.spec->act, node.attrs);
+  ops->append_eltwise(e.alg, e.alpha, e.beta);
+}
+
+dnnl::algorithm BinaryAlgorithm(BinaryAlg alg) {
+  switch (alg) {
+    case BinaryAlg::kAdd:
+      return algorithm::binary_add;
+    case BinaryAlg::kSubtract:
+      return algorithm::binary_sub;
+    case BinaryAlg::kMultiply:
+      return algorithm::binary_mul;
+    case BinaryAlg::kDivide:
+      return algorithm::binary_div;
+    case BinaryAlg::kMaximum:
+      return algorithm::binary_max;
+    case BinaryAlg::kMinimum:
+      return algorithm::binary_min;
+    case BinaryAlg::kNone:
+      break;
+  }
+  return algorithm::undef;
+}
+
+dnnl::primitive_attr ScratchpadAttr(const dnnl::post_ops& ops) {
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  attr.set_post_ops(ops);
+  return attr;
+}
+
+bool IsReferenceImpl(const std::string& impl) { return impl.rfind("ref", 0) == 0; }
 
 NodeDims GetNodeDims(const Graph& g, const Node& node) {
   NodeDims d;
@@ -114,6 +140,10 @@ dnnl::primitive_attr MakeAttr(const Node& node, const PostOps& post, int weights
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   if (weights_ndims > 0) SetConvMatmulScales(node, weights_ndims, &attr);
   dnnl::post_ops ops;
+  if (post.output_scale != 1.f) {
+    ops.append_eltwise(algorithm::eltwise_linear, post.output_scale, 0.f);
+  }
+  if (post.bias_md) ops.append_binary(algorithm::binary_add, *post.bias_md);
   if (post.residual == ResidualMode::kSum) {
     ops.append_sum(post.residual_scale, 0, post.sum_dt);
   } else if (post.residual == ResidualMode::kBinary) {
@@ -161,7 +191,7 @@ std::optional<dnnl::matmul::primitive_desc> MakeMatmulPd(const Node& node, const
                                                          const PostOps& post) {
   dnnl::primitive_attr attr = MakeAttr(node, post, static_cast<int>(dims.weights.size()));
   using PD = dnnl::matmul::primitive_desc;
-  if (node.spec->has_bias) {
+  if (node.spec->has_bias && !post.bias_md) {
     MemDesc bias =
         PlainLike(MemDesc(dims.bias, dnnl::memory::data_type::f32, dnnl::memory::format_tag::any));
     return TryPd<PD>(CpuEngine(), src, weights, bias, dst, attr);

@@ -36,10 +36,26 @@ struct PostOps {
   dnnl::memory::data_type sum_dt = dnnl::memory::data_type::undef;
   std::optional<MemDesc> pool_scale_md;  // binary_mul src1 fixing avg-pool divisors (ceil_mode)
   float pool_rescale = 1.f;              // int8 pools: src_scale / dst_scale (eltwise_linear)
+  float output_scale = 1.f;              // matmul: eltwise_linear(output_scale) first
+  std::optional<MemDesc> bias_md;        // matmul with output_scale: bias as binary_add src1
 
+  /*! \brief Post-ops before the residual: the output scale and the bias when it is one. */
+  int LeadingPostOps() const { return (output_scale != 1.f ? 1 : 0) + (bias_md ? 1 : 0); }
+  /*! \brief Index of the bias binary_add post-op (bias_md set). */
+  int BiasPostOpIndex() const { return output_scale != 1.f ? 1 : 0; }
   /*! \brief Index of the binary_add residual post-op (for DNNL_ARG_ATTR_MULTIPLE_POST_OP). */
-  int ResidualPostOpIndex() const { return residual_scale != 1.f ? 1 : 0; }
+  int ResidualPostOpIndex() const { return LeadingPostOps() + (residual_scale != 1.f ? 1 : 0); }
 };
+
+/*! \brief oneDNN eltwise algorithm and alpha / beta of an activation with the node's attrs. */
+struct EltwiseAlg {
+  dnnl::algorithm alg;
+  float alpha, beta;
+};
+EltwiseAlg ActivationAlg(Activation act, const NodeAttrs& attrs);
+
+/*! \brief oneDNN binary algorithm of onednn.add / subtract / ... */
+dnnl::algorithm BinaryAlgorithm(BinaryAlg alg);
 
 /*! \brief Logical dims of the primitive-level views of a node's operands. */
 struct NodeDims {
@@ -86,6 +102,15 @@ std::vector<float> PoolDivisorFix(const Graph& g, const Node& node);
 std::optional<dnnl::reorder::primitive_desc> MakeQuantReorderPd(const Node& node,
                                                                 const MemDesc& src,
                                                                 const MemDesc& dst);
+
+/*! \brief A primitive attr with a user scratchpad and the given post-ops. */
+dnnl::primitive_attr ScratchpadAttr(const dnnl::post_ops& ops = dnnl::post_ops());
+
+/*! \brief Appends the node's activation (if any) as an eltwise post-op. */
+void AppendActivation(const Node& node, dnnl::post_ops* ops);
+
+/*! \brief True for oneDNN's reference (non-optimized) implementations ("ref:any", ...). */
+bool IsReferenceImpl(const std::string& impl);
 
 /*! \brief impl_info_str of any pd. */
 std::string ImplName(const dnnl::primitive_desc_base& pd);

@@ -44,10 +44,15 @@ def test_version_and_threads():
 
 def test_supported_composites_is_the_exact_table():
     names = _ffi_api.supported_composites()
-    # 83 float32 names, the same 83 with "q" before the base op (int8), quantize, dequantize
-    assert len(names) == len(set(names)) == 2 * (2 * 2 * 2 * 10 + 3) + 2
-    assert names[:83] == [n for n in names if not n.startswith("onednn.q")
+    # 83 float32 conv/matmul/pool names, the same 83 with "q" before the base op (int8),
+    # quantize, dequantize; then the transformer ops: layer_norm, softmax, 6 activations,
+    # 6 binaries x (no activation + 9 activations), reshape, transpose
+    transformer = 2 + 6 + 6 * 10 + 2
+    assert len(names) == len(set(names)) == 2 * (2 * 2 * 2 * 10 + 3) + 2 + transformer
+    assert names[:83] == [n for n in names[:168] if not n.startswith("onednn.q")
                           and n not in ("onednn.dequantize",)]
+    assert names[168:170] == ["onednn.layer_norm", "onednn.softmax"]
+    assert "onednn.add_gelu" in names and "onednn.divide" in names
     assert "onednn.conv2d_bias_add_relu" in names
     assert "onednn.matmul_gelu_tanh" in names
     assert "onednn.global_avg_pool2d" in names
