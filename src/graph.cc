@@ -479,6 +479,13 @@ void ValidateNodeShapes(const Graph& g, const Node& node, const Ctx& ctx) {
     }
   };
   const NodeAttrs& a = node.attrs;
+  bool transformer_op = spec.base == BaseOp::kLayerNorm || spec.base == BaseOp::kSoftmax ||
+                        spec.base == BaseOp::kEltwise || spec.base == BaseOp::kBinary ||
+                        spec.IsLayout();
+  if (transformer_op && (out.empty() || out.size() > DNNL_MAX_NDIMS)) {
+    ctx.Fail("output shape " + g.DimsStr(out) + " has rank " + std::to_string(out.size()) +
+             ", expected 1 to " + std::to_string(DNNL_MAX_NDIMS) + " dims");
+  }
   if (spec.base == BaseOp::kConv2d) {
     const auto& x = ops[0]->shape;
     const auto& w = ops[1]->shape;

@@ -20,7 +20,7 @@ namespace tvm_onednn {
 using MemDesc = dnnl::memory::desc;
 using Dims = dnnl::memory::dims;
 
-/*! \brief Row-major (plain) desc of the given logical dims. */
+/*! \brief Row-major (plain) desc of the given logical dims ([] is viewed as [1]). */
 MemDesc PlainDesc(const std::vector<int64_t>& dims, DType dtype);
 /*! \brief Plain desc with the same dims and data type as `md`. */
 MemDesc PlainLike(const MemDesc& md);

@@ -677,7 +677,8 @@ class Planner {
     dt dt_dst = ToDnnl(node.out.dtype);
     int out_vid = g_.ValueId({RefKind::kNode, n});
     int a_vid = g_.ValueId(node.inputs[0]), b_vid = g_.ValueId(node.inputs[1]);
-    bool b_const = node.inputs[1].kind == RefKind::kConst;
+    // a constant b, or a view of one (a transposed weight): packed once into oneDNN's layout
+    bool b_const = vals_[b_vid].buf.kind == BufKind::kConst;
     bool direct = vals_[out_vid].direct_output >= 0;
     float output_scale = static_cast<float>(node.attrs.output_scale);
     // Residual: summed in place when it is a plain intermediate of the output's shape dying here.
