@@ -156,6 +156,7 @@ def test_regroup_fills_the_last_batch_with_the_first_samples():
     [
         (np.zeros((2, 4, 16, 16), "float32"), r"has shape \[2, 4, 16, 16\], .* \[n, 3, 16, 16\]"),
         (np.zeros((2, 3, 16), "float32"), r"has shape \[2, 3, 16\], .* \[n, 3, 16, 16\]"),
+        (np.zeros((0, 3, 16, 16), "float32"), r"has shape \[0, 3, 16, 16\], .* \[n, 3, 16, 16\]"),
         ({"data": np.zeros((1, 3, 16, 16), "float32")}, r"unknown \['data'\], missing \['x'\]"),
     ],
 )

@@ -251,7 +251,7 @@ class _Inputs:
             fits = arr.ndim == len(shape)
             for axis, (dim, size) in enumerate(zip(shape, arr.shape)):
                 if ru.is_symbolic(dim):
-                    fits = fits and sizes.setdefault(str(dim), size) == size
+                    fits = fits and size >= 1 and sizes.setdefault(str(dim), size) == size
                 elif not (free and axis == 0):
                     fits = fits and dim == size
             if not fits:
