@@ -21,7 +21,7 @@ from .io import (
     concrete_shapes,
     format_shape,
     import_model,
-    is_static,
+    is_static_dim,
     load_onnx,
     model_inputs,
     random_inputs,
@@ -250,7 +250,7 @@ def _accepts(specs) -> str:
 
 def _default_batch(specs) -> int:
     first = specs[0].shape[0] if specs and specs[0].shape else 1
-    return int(first) if is_static(first) else 1
+    return int(first) if is_static_dim(first) else 1
 
 
 def benchmark(
@@ -337,7 +337,7 @@ def _benchmark_library(report, path, batches, rounds, block) -> None:
             f"{path!r} carries no input description (not built by tvm-onednn compile)"
         )
     report.accepts = _accepts(loaded.inputs)
-    free = not is_static(loaded.inputs[0].shape[0])
+    free = not is_static_dim(loaded.inputs[0].shape[0])
     report.builds = "one library, any batch" if free else "one library, one batch"
     calls = {}
     for batch in batches or [_default_batch(loaded.inputs)]:
@@ -358,11 +358,11 @@ def _benchmark_onnx(
     for batch in batches:  # bad batches fail before anything is compiled
         if batch < 1:
             raise InputError(f"batch must be >= 1, got {batch}")
-        if not is_static(specs[0].shape[0]):
+        if not is_static_dim(specs[0].shape[0]):
             concrete_shapes(specs, batch, repr(model))
     calls: dict[tuple[str, int], Call] = {}
     feeds: dict[int, dict[str, np.ndarray]] = {}
-    if not is_static(specs[0].shape[0]):
+    if not is_static_dim(specs[0].shape[0]):
         # One build, every batch: the same library (and ORT session) serves them all.
         report.builds = "one library, any batch"
         mod, specs = import_model(model, input_shapes)

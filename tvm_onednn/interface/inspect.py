@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 from ..byoc.summary import OffloadSummary, offload_summary
 from .io import TensorSpec, format_shape, import_model
-from .metadata import spec_as_dict
 
 
 @dataclass
@@ -19,7 +18,7 @@ class Inspection:
     def as_dict(self) -> dict:
         return {
             "model": self.model,
-            "inputs": [spec_as_dict(s) for s in self.inputs],
+            "inputs": [s.as_dict() for s in self.inputs],
             "offload": self.summary.as_dict(),
         }
 

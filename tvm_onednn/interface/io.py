@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 
 from .. import frontend
-from ..frontend import ModelImportError, TensorSpec
+from ..frontend import Dim, ModelImportError, TensorSpec, is_static_dim
 
 class InputError(ValueError):
     """A file, name, shape or option given by the user does not fit the model."""
@@ -63,13 +63,6 @@ def parse_input_shapes(texts: Sequence[str] | None) -> dict[str, list[int]]:
 
 # --------------------------------------------------------------------------- symbolic dims
 
-Dim = int | str  # a static size, or the name of a dim the model leaves free (e.g. "batch")
-
-
-def is_static(dim) -> bool:
-    """Whether ``dim`` is a fixed size (a positive int) rather than a symbol."""
-    return isinstance(dim, (int, np.integer)) and not isinstance(dim, bool) and dim > 0
-
 
 def format_shape(shape: Sequence[Dim]) -> str:
     """``("batch", 3, 224, 224)`` -> ``"[batch, 3, 224, 224]"``."""
@@ -78,7 +71,7 @@ def format_shape(shape: Sequence[Dim]) -> str:
 
 def symbolic_dims(specs: Sequence[TensorSpec]) -> list[str]:
     """Names of the free dims of ``specs``, in order of first appearance."""
-    return list(dict.fromkeys(str(d) for s in specs for d in s.shape if not is_static(d)))
+    return list(dict.fromkeys(str(d) for s in specs for d in s.shape if not is_static_dim(d)))
 
 
 def bind_shape(
@@ -96,7 +89,7 @@ def bind_shape(
             f"model expects {expected} (rank {len(spec.shape)})"
         )
     for axis, (got, want) in enumerate(zip(shape, spec.shape)):
-        if is_static(want):
+        if is_static_dim(want):
             if got != want:
                 raise InputError(
                     f"{source}: input {spec.name!r} has shape {list(shape)}, the model expects "
@@ -130,7 +123,7 @@ def concrete_shapes(
     for s in specs:
         shape = list(s.shape)
         if batch is not None and shape:
-            if is_static(shape[0]) and shape[0] != batch:
+            if is_static_dim(shape[0]) and shape[0] != batch:
                 raise InputError(
                     f"{source} takes input {s.name!r} of shape {format_shape(s.shape)} only "
                     f"(batch {shape[0]}, compiled without a free batch dim); batch {batch} "
@@ -138,7 +131,7 @@ def concrete_shapes(
                     "--input-shapes, from a model with a dynamic batch axis)"
                 )
             shape[0] = batch
-        free = [str(d) for d in shape if not is_static(d)]
+        free = [str(d) for d in shape if not is_static_dim(d)]
         if free:
             raise InputError(
                 f"{source}: input {s.name!r} has free dim(s) {free} ({format_shape(s.shape)}); "
@@ -151,9 +144,9 @@ def concrete_shapes(
 def require_static(specs: Sequence[TensorSpec], what: str) -> None:
     """Raise :class:`InputError` when a spec has a free dim: ``what`` needs static shapes."""
     for s in specs:
-        free = [str(d) for d in s.shape if not is_static(d)]
+        free = [str(d) for d in s.shape if not is_static_dim(d)]
         if free:
-            example = ",".join(str(d) if is_static(d) else "1" for d in s.shape)
+            example = ",".join(str(d) if is_static_dim(d) else "1" for d in s.shape)
             raise InputError(
                 f"{what} needs static shapes: input {s.name!r} has free dim(s) {free} "
                 f"({format_shape(s.shape)}); give them, e.g. --input-shapes {s.name}:{example}"
@@ -352,7 +345,7 @@ def load_calibration_samples(
         for s in specs:
             arr = np.asarray(arrays[s.name])
             fits = arr.ndim == len(s.shape) and all(
-                got == want or not is_static(want)
+                got == want or not is_static_dim(want)
                 for got, want in zip(arr.shape[1:], s.shape[1:])
             )
             if not fits:
@@ -385,7 +378,7 @@ def calibration_batches(
     if total == 0:
         raise InputError("calibration data holds 0 samples")
     lead = specs[0].shape[0] if specs[0].shape else None
-    size = int(lead) if is_static(lead) else CALIB_BATCH
+    size = int(lead) if is_static_dim(lead) else CALIB_BATCH
     return [
         {n: np.ascontiguousarray(a[i : i + size]) for n, a in samples.items()}
         for i in range(0, total, size)

@@ -16,24 +16,13 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from .io import TensorSpec, is_static
+from .io import TensorSpec
 
 FUNCTION = "tvm_onednn_metadata"
 
 
-def spec_as_dict(spec: TensorSpec) -> dict:
-    """JSON form of a spec: static dims as ints, free dims by name."""
-    shape = [int(d) if is_static(d) else str(d) for d in spec.shape]
-    return {"name": spec.name, "shape": shape, "dtype": spec.dtype}
-
-
-def spec_from_dict(d: dict) -> TensorSpec:
-    shape = tuple(int(x) if isinstance(x, int) else str(x) for x in d["shape"])
-    return TensorSpec(str(d["name"]), shape, str(d["dtype"]))
-
-
 def make_metadata(specs: Sequence[TensorSpec], **extra) -> dict:
-    return {"inputs": [spec_as_dict(s) for s in specs], **extra}
+    return {"inputs": [s.as_dict() for s in specs], **extra}
 
 
 def with_metadata(mod: tvm.IRModule, metadata: dict) -> tvm.IRModule:
@@ -61,4 +50,4 @@ def read_metadata(vm: relax.VirtualMachine) -> dict | None:
 def input_specs(metadata: dict | None) -> list[TensorSpec] | None:
     if not metadata:
         return None
-    return [spec_from_dict(d) for d in metadata.get("inputs", [])]
+    return [TensorSpec.from_dict(d) for d in metadata.get("inputs", [])]
