@@ -15,8 +15,7 @@ from tvm_onednn.cli.main import main
 from tvm_onednn.interface.io import dynamic_batch
 from tvm_onednn.models.resnet import small_resnet_onnx
 
-from .test_errors import _fails
-from .test_roundtrip import _rows
+from .helpers import fails, table_rows
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -64,21 +63,21 @@ def test_compile_reports_the_free_dim(dyn_dir, tmp_path, capsys):
     assert "inputs: data:[2, 3, 32, 32] float32\n" in capsys.readouterr().out
     x = np.zeros((3, 3, 32, 32), "float32")
     np.savez(tmp_path / "b3.npz", data=x)
-    _fails(["run", static, "--inputs", tmp_path / "b3.npz"], capsys,
+    fails(["run", static, "--inputs", tmp_path / "b3.npz"], capsys,
            "[3, 3, 32, 32]", "[2, 3, 32, 32]", "dim 0 must be 2")  # fmt: skip
-    _fails(["benchmark", static, "--batch", "3"], capsys, "batch 3", "dynamic batch")
+    fails(["benchmark", static, "--batch", "3"], capsys, "batch 3", "dynamic batch")
 
 
 def test_inputs_the_library_cannot_take(dyn_dir, tmp_path, capsys):
     library = dyn_dir / "dyn.so"
     np.savez(tmp_path / "hw.npz", data=np.zeros((2, 3, 16, 16), "float32"))
-    _fails(["run", library, "--inputs", tmp_path / "hw.npz"], capsys,
+    fails(["run", library, "--inputs", tmp_path / "hw.npz"], capsys,
            "[2, 3, 16, 16]", "[batch, 3, 32, 32]", "dim 2 must be 32, got 16")  # fmt: skip
     np.savez(tmp_path / "rank.npz", data=np.zeros((3, 32, 32), "float32"))
-    _fails(["run", library, "--inputs", tmp_path / "rank.npz"], capsys, "rank 3", "rank 4")
+    fails(["run", library, "--inputs", tmp_path / "rank.npz"], capsys, "rank 3", "rank 4")
     np.savez(tmp_path / "empty.npz", data=np.zeros((0, 3, 32, 32), "float32"))
-    _fails(["run", library, "--inputs", tmp_path / "empty.npz"], capsys, "batch", ">= 1")
-    _fails(["benchmark", library, "--batch", "0"], capsys, "batch must be >= 1")
+    fails(["run", library, "--inputs", tmp_path / "empty.npz"], capsys, "batch", ">= 1")
+    fails(["benchmark", library, "--batch", "0"], capsys, "batch must be >= 1")
 
 
 def test_benchmark_library_at_several_batches(dyn_dir, capsys):
@@ -86,7 +85,7 @@ def test_benchmark_library_at_several_batches(dyn_dir, capsys):
     assert main(argv + ["--rounds", "1", "--block", "2"]) == 0
     printed = capsys.readouterr().out
     assert "one library, any batch, takes data:[batch, 3, 32, 32]" in printed
-    rows = _rows(printed)
+    rows = table_rows(printed)
     assert set(rows) == {("tvm-onednn", 1), ("tvm-onednn", 2)}
     for row in rows.values():
         median, items, first = float(row[2]), float(row[3]), float(row[4])
@@ -101,7 +100,8 @@ def test_benchmark_onnx_compiles_once(dyn_dir, capsys):
     assert main(argv + ["onnxruntime", "--rounds", "1", "--block", "1"]) == 0
     printed = capsys.readouterr().out
     assert "one library, any batch" in printed
-    assert set(_rows(printed)) == {(s, b) for s in ("tvm-onednn", "onnxruntime") for b in (1, 3)}
+    systems = ("tvm-onednn", "onnxruntime")
+    assert set(table_rows(printed)) == {(s, b) for s in systems for b in (1, 3)}
     diffs = [float(line.split("= ")[1]) for line in printed.splitlines() if "max |" in line]
     assert len(diffs) == 2 and max(diffs) < 1e-3
 
@@ -150,4 +150,4 @@ def test_int8_calibration_samples_fewer_than_the_static_batch(dyn_dir, tmp_path,
 
 def test_tune_needs_static_shapes(dyn_dir, tmp_path, capsys):
     argv = ["tune", dyn_dir / "dyn.onnx", "--work-dir", tmp_path / "w", "--trials", 8]
-    _fails(argv, capsys, "static shapes", "['batch']", "--input-shapes data:1,3,32,32")
+    fails(argv, capsys, "static shapes", "['batch']", "--input-shapes data:1,3,32,32")

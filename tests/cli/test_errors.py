@@ -9,41 +9,31 @@ import pytest
 from tvm_onednn.cli.main import main
 from tvm_onednn.interface import benchmarking
 
-
-def _fails(argv, capsys, *needles, code=2):
-    assert main([str(a) for a in argv]) == code
-    captured = capsys.readouterr()
-    err = captured.err.strip()
-    assert "Traceback" not in err and "Traceback" not in captured.out
-    assert len(err.splitlines()) == 1, err  # one message
-    assert err.startswith(f"tvm-onednn {argv[0]}: error:"), err
-    for needle in needles:
-        assert needle in err, err
-    return err
+from .helpers import fails
 
 
 def test_missing_model(tmp_path, capsys):
-    _fails(["compile", tmp_path / "nope.onnx", "-o", tmp_path / "m.so"], capsys, "nope.onnx")
-    _fails(["inspect", tmp_path / "nope.onnx"], capsys, "no ONNX model")
-    _fails(["tune", tmp_path / "nope.onnx", "--work-dir", tmp_path / "w", "--trials", 8], capsys)
-    _fails(["benchmark", tmp_path / "nope.onnx"], capsys, "nope.onnx")
+    fails(["compile", tmp_path / "nope.onnx", "-o", tmp_path / "m.so"], capsys, "nope.onnx")
+    fails(["inspect", tmp_path / "nope.onnx"], capsys, "no ONNX model")
+    fails(["tune", tmp_path / "nope.onnx", "--work-dir", tmp_path / "w", "--trials", 8], capsys)
+    fails(["benchmark", tmp_path / "nope.onnx"], capsys, "nope.onnx")
 
 
 def test_not_an_onnx_file(tmp_path, capsys):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"\x00not a protobuf")
-    _fails(["inspect", bad], capsys, "not a readable ONNX model")
+    fails(["inspect", bad], capsys, "not a readable ONNX model")
 
 
 def test_unknown_input_name(model_dir, tmp_path, capsys):
     argv = ["compile", model_dir / "small.onnx", "-o", tmp_path / "m.so"]
-    _fails(argv + ["--input-shapes", "image:1,3,32,32"], capsys, "unknown input", "'data'")
+    fails(argv + ["--input-shapes", "image:1,3,32,32"], capsys, "unknown input", "'data'")
 
 
 @pytest.mark.parametrize("shape", ["data:1,3,a,32", "data", "data:1,3"])
 def test_bad_shape(model_dir, tmp_path, capsys, shape):
     argv = ["inspect", model_dir / "small.onnx", "--input-shapes", shape]
-    _fails(argv, capsys, "data")
+    fails(argv, capsys, "data")
 
 
 def test_dynamic_shape_stays_free_unless_fixed(tmp_path, capsys):
@@ -60,41 +50,41 @@ def test_dynamic_shape_stays_free_unless_fixed(tmp_path, capsys):
     assert "inputs: x:[N, 3] float32" in capsys.readouterr().out
     assert main(["inspect", str(tmp_path / "dyn.onnx"), "--input-shapes", "x:4,3"]) == 0
     assert "inputs: x:[4, 3] float32" in capsys.readouterr().out
-    _fails(["inspect", tmp_path / "dyn.onnx", "--input-shapes", "x:4,3,1"], capsys, "rank")
+    fails(["inspect", tmp_path / "dyn.onnx", "--input-shapes", "x:4,3,1"], capsys, "rank")
 
 
 def test_bad_target(model_dir, tmp_path, capsys):
     argv = ["compile", model_dir / "small.onnx", "-o", tmp_path / "m.so", "--target"]
-    _fails(argv + ["llvm -mcpu=skylake"], capsys, "JSON")
-    _fails(argv + ['{"kind": "llvm", "mcpux": "skylake"}'], capsys, "invalid target")
+    fails(argv + ["llvm -mcpu=skylake"], capsys, "JSON")
+    fails(argv + ['{"kind": "llvm", "mcpux": "skylake"}'], capsys, "invalid target")
 
 
 def test_output_directory_missing(model_dir, tmp_path, capsys):
     argv = ["compile", model_dir / "small.onnx", "-o", tmp_path / "no" / "m.so"]
-    _fails(argv, capsys, "does not exist")
+    fails(argv, capsys, "does not exist")
 
 
 def test_calibration_options(model_dir, tmp_path, capsys):
     base = ["compile", model_dir / "small.onnx", "-o", tmp_path / "m.so"]
-    _fails(base + ["--calib-data", model_dir / "calib.npz"], capsys, "--quantize int8")
-    _fails(base + ["--quantize", "int8"], capsys, "--calib-data")
-    _fails(base + ["--quantize", "int8", "--calib-data", tmp_path / "nowhere"], capsys, "nowhere")
+    fails(base + ["--calib-data", model_dir / "calib.npz"], capsys, "--quantize int8")
+    fails(base + ["--quantize", "int8"], capsys, "--calib-data")
+    fails(base + ["--quantize", "int8", "--calib-data", tmp_path / "nowhere"], capsys, "nowhere")
 
 
 def test_calibration_data_that_does_not_fit(model_dir, tmp_path, capsys):
     base = ["compile", model_dir / "small.onnx", "-o", tmp_path / "m.so", "--quantize", "int8"]
     wrong_shape = tmp_path / "shape.npz"
     np.savez(wrong_shape, data=np.zeros((4, 3, 16, 16), "float32"))
-    _fails(base + ["--calib-data", wrong_shape], capsys, "[4, 3, 16, 16]", "[N, 3, 32, 32]")
+    fails(base + ["--calib-data", wrong_shape], capsys, "[4, 3, 16, 16]", "[N, 3, 32, 32]")
     wrong_name = tmp_path / "name.npz"
     np.savez(wrong_name, image=np.zeros((4, 3, 32, 32), "float32"))
-    _fails(base + ["--calib-data", wrong_name], capsys, "image", "data")
+    fails(base + ["--calib-data", wrong_name], capsys, "image", "data")
     empty = tmp_path / "empty"
     empty.mkdir()
-    _fails(base + ["--calib-data", empty], capsys, "no .npy/.npz")
+    fails(base + ["--calib-data", empty], capsys, "no .npy/.npz")
     too_few = tmp_path / "few.npz"
     np.savez(too_few, data=np.zeros((0, 3, 32, 32), "float32"))
-    _fails(base + ["--calib-data", too_few], capsys, "sample")
+    fails(base + ["--calib-data", too_few], capsys, "sample")
 
 
 def test_quantize_unavailable_is_a_clear_error(model_dir, tmp_path, capsys, monkeypatch):
@@ -110,48 +100,48 @@ def test_quantize_unavailable_is_a_clear_error(model_dir, tmp_path, capsys, monk
 
     monkeypatch.setattr(builtins, "__import__", no_quantize)
     argv = ["compile", model_dir / "small.onnx", "-o", tmp_path / "m.so", "--quantize", "int8"]
-    _fails(argv + ["--calib-data", model_dir / "calib.npz"], capsys, "not available")
+    fails(argv + ["--calib-data", model_dir / "calib.npz"], capsys, "not available")
 
 
 def test_tuning_records_missing(model_dir, tmp_path, capsys):
     argv = ["compile", model_dir / "small.onnx", "-o", tmp_path / "m.so"]
-    _fails(argv + ["--tuning-records", tmp_path / "nowhere"], capsys, "nowhere")
+    fails(argv + ["--tuning-records", tmp_path / "nowhere"], capsys, "nowhere")
     empty = tmp_path / "empty_work_dir"
     empty.mkdir()
-    _fails(argv + ["--tuning-records", empty], capsys, "no tuning records")
+    fails(argv + ["--tuning-records", empty], capsys, "no tuning records")
 
 
 def test_run_bad_inputs(compiled, tmp_path, capsys):
-    _fails(["run", tmp_path / "nope.so", "--inputs", tmp_path / "in.npz"], capsys, "nope.so")
-    _fails(["run", compiled, "--inputs", tmp_path / "nope.npz"], capsys, "nope.npz")
+    fails(["run", tmp_path / "nope.so", "--inputs", tmp_path / "in.npz"], capsys, "nope.so")
+    fails(["run", compiled, "--inputs", tmp_path / "nope.npz"], capsys, "nope.npz")
     wrong_shape = tmp_path / "shape.npz"
     np.savez(wrong_shape, data=np.zeros((1, 3, 16, 16), "float32"))
-    _fails(["run", compiled, "--inputs", wrong_shape], capsys, "[1, 3, 16, 16]", "[1, 3, 32, 32]")
+    fails(["run", compiled, "--inputs", wrong_shape], capsys, "[1, 3, 16, 16]", "[1, 3, 32, 32]")
     wrong_name = tmp_path / "name.npz"
     np.savez(wrong_name, image=np.zeros((1, 3, 32, 32), "float32"))
-    _fails(["run", compiled, "--inputs", wrong_name], capsys, "unknown input", "image")
+    fails(["run", compiled, "--inputs", wrong_name], capsys, "unknown input", "image")
     not_npz = tmp_path / "garbage.npz"
     not_npz.write_text("garbage")
-    _fails(["run", compiled, "--inputs", not_npz], capsys, "garbage.npz")
-    _fails(["run", compiled, "--inputs", wrong_shape, "--print-top", "0"], capsys, "print-top")
+    fails(["run", compiled, "--inputs", not_npz], capsys, "garbage.npz")
+    fails(["run", compiled, "--inputs", wrong_shape, "--print-top", "0"], capsys, "print-top")
 
 
 def test_benchmark_bad_options(model_dir, compiled, tmp_path, capsys, monkeypatch):
-    _fails(["benchmark", compiled, "--compare", "onnxruntime"], capsys, "ONNX model")
-    _fails(["benchmark", compiled, "--batch", "7"], capsys, "batch 1")
+    fails(["benchmark", compiled, "--compare", "onnxruntime"], capsys, "ONNX model")
+    fails(["benchmark", compiled, "--batch", "7"], capsys, "batch 1")
     onnx_model = model_dir / "small.onnx"
-    _fails(["benchmark", onnx_model, "--compare", "untuned"], capsys, "--tuning-records")
+    fails(["benchmark", onnx_model, "--compare", "untuned"], capsys, "--tuning-records")
     monkeypatch.setattr(benchmarking, "plot_available", lambda: False)
-    _fails(["benchmark", compiled, "--plot", tmp_path / "p.png"], capsys, "matplotlib")
+    fails(["benchmark", compiled, "--plot", tmp_path / "p.png"], capsys, "matplotlib")
 
 
 def test_tune_bad_options(model_dir, tmp_path, capsys):
     base = ["tune", model_dir / "small.onnx", "--work-dir", tmp_path / "w"]
-    _fails(base + ["--trials", 0], capsys, "--trials")
-    _fails(base + ["--trials", 8, "--target", "{"], capsys, "JSON")
+    fails(base + ["--trials", 0], capsys, "--trials")
+    fails(base + ["--trials", 8, "--target", "{"], capsys, "JSON")
     a_file = tmp_path / "file"
     a_file.write_text("")
-    _fails(["tune", model_dir / "small.onnx", "--work-dir", a_file, "--trials", 8], capsys, "file")
+    fails(["tune", model_dir / "small.onnx", "--work-dir", a_file, "--trials", 8], capsys, "file")
 
 
 def test_console_script_in_a_fresh_process(tmp_path):

@@ -7,6 +7,8 @@ import pytest
 
 from tvm_onednn.cli.main import main
 
+from .helpers import table_rows
+
 ort = pytest.importorskip("onnxruntime")
 
 
@@ -69,25 +71,15 @@ def test_inspect(model_dir, capsys):
     assert "relax.nn.conv2d" not in data["offload"]["kept_ops"]
 
 
-def _rows(printed: str) -> dict[tuple[str, int], list[str]]:
-    """The benchmark table's rows, keyed by (system, batch)."""
-    rows = {}
-    for line in printed.splitlines():
-        parts = line.split()
-        if len(parts) == 7 and parts[1].isdigit() and parts[2].replace(".", "").isdigit():
-            rows[parts[0], int(parts[1])] = parts
-    return rows
-
-
 def test_benchmark_library_and_onnx(model_dir, compiled, capsys):
     assert main(["benchmark", str(compiled), "--rounds", "1", "--block", "2"]) == 0
     printed = capsys.readouterr().out
     assert "items/s" in printed and "one library, one batch" in printed
-    assert set(_rows(printed)) == {("tvm-onednn", 1)}
+    assert set(table_rows(printed)) == {("tvm-onednn", 1)}
     argv = ["benchmark", str(model_dir / "small.onnx"), "--compare", "onnxruntime"]
     assert main(argv + ["--batch", "2", "--rounds", "1", "--block", "2"]) == 0
     printed = capsys.readouterr().out
-    rows = _rows(printed)
+    rows = table_rows(printed)
     assert set(rows) == {("tvm-onednn", 2), ("onnxruntime", 2)}
     assert rows["tvm-onednn", 2][-1].endswith("x") and float(rows["tvm-onednn", 2][4]) > 0
     assert "one build per batch" in printed
