@@ -142,6 +142,19 @@ class Planner {
         v.direct_output = static_cast<int>(j);
       }
     }
+    // A region output that is a reshape of a node read by nothing else: that node writes the
+    // user's buffer (a plain value reshaped is plain), so the output needs no copy.
+    for (size_t j = 0; j < g_.outputs.size(); ++j) {
+      const ValueRef& out = g_.outputs[j];
+      if (out.kind != RefKind::kNode) continue;
+      const Node& node = g_.nodes[out.index];
+      if (node.spec->base != BaseOp::kReshape || node.inputs[0].kind != RefKind::kNode) continue;
+      ValueState& data = vals_[g_.ValueId(node.inputs[0])];
+      if (vals_[g_.ValueId(out)].direct_output == static_cast<int>(j) && !data.is_output &&
+          data.node_uses == 1 && data.direct_output < 0) {
+        data.direct_output = static_cast<int>(j);
+      }
+    }
   }
 
   BufRef AddConst(void* ptr) {
@@ -437,8 +450,8 @@ class Planner {
   bool CanSumInPlace(int n, const ValueRef& r, const MemDesc& dst_md) const {
     const ValueState& rv = vals_[g_.ValueId(r)];
     return r.kind == RefKind::kNode && rv.buf.kind == BufKind::kSlot && !rv.transferred &&
-           !Aliased(rv.buf) && !rv.is_output && rv.last_use == n && CountUses(g_.nodes[n], r) == 1 &&
-           SameElementLayout(rv.md, dst_md);
+           !Aliased(rv.buf) && !rv.is_output && rv.last_use == n &&
+           CountUses(g_.nodes[n], r) == 1 && SameElementLayout(rv.md, dst_md);
   }
 
   void FinishNode(int n, const dnnl::primitive_desc_base& pd, dnnl::primitive prim,

@@ -215,10 +215,44 @@ def test_reshape_and_transpose_views():
     assert [k["impl"] for k in info if k["op"] in ("onednn.reshape", "onednn.transpose")] == \
         ["view"] * 4
     reorders = stats(mod)["reorders"]
-    # one before the layer_norm (node 2), one copying the transpose t2 out; r2 is written by
-    # the layer_norm into a slot, viewed, and copied out
+    # one before the layer_norm (node 2), one copying the transpose t2 out; the layer_norm
+    # writes output 0 directly (its reshape r2 is a free view of the user's buffer)
     assert sorted((r["before_node"], r["output_index"]) for r in reorders) == \
-        [(-1, 0), (-1, 1), (2, -1)], reorders
+        [(-1, 1), (2, -1)], reorders
+    assert [k["direct_output"] for k in info if k["op"] == "onednn.layer_norm"] == [True]
+
+
+def test_view_keeps_its_buffer_alive():
+    """y's buffer is also viewed by the reshape r, read after y's last use: the residual add
+    of y must not accumulate into it in place (r would read the sum)."""
+    x, w, w2 = rand(2, 3, 8, seed=40), rand(8, 8, seed=41), rand(8, 8, seed=42)
+    sg = Subgraph()
+    y = sg.node("onednn.matmul", [sg.input(("n", "s", 8)), sg.const(w)], ("n", "s", 8))
+    r = sg.node("onednn.reshape", [y], ("n", "s", 2, 4))
+    z = sg.node("onednn.relu", [y], ("n", "s", 8))
+    o = sg.node("onednn.matmul_add", [z, sg.const(w2), y], ("n", "s", 8))
+    r2 = sg.node("onednn.reshape", [o], ("n", "s", 2, 4))
+    sg.output(sg.node("onednn.add", [r2, r], ("n", "s", 2, 4)))
+    mod = sg.build()
+    (out,) = call(sg, mod, [x], {"n": 2, "s": 3})
+    y_ref = x.astype(np.float64) @ w
+    o_ref = np.maximum(y_ref, 0) @ w2 + y_ref
+    close(out, (o_ref + y_ref).reshape(2, 3, 2, 4), rtol=1e-5, atol=1e-5)
+    assert kernel_info(mod)[3]["residual"] == "binary_add"
+
+
+def test_reshape_output_is_written_directly():
+    """A region ending in a reshape of a matmul: the matmul writes the user's buffer."""
+    x, w, b = rand(2, 5, 16, seed=43), rand(16, 8, seed=44), rand(8, seed=45)
+    sg = Subgraph()
+    y = sg.node("onednn.matmul_bias", [sg.input(("n", "s", 16)), sg.const(w), sg.const(b)],
+                ("n", "s", 8))
+    sg.output(sg.node("onednn.reshape", [y], ("n", "s", 2, 4)))
+    mod = sg.build()
+    (out,) = call(sg, mod, [x], {"n": 2, "s": 5})
+    close(out, (x.astype(np.float64) @ w + b).reshape(2, 5, 2, 4), rtol=1e-5, atol=1e-5)
+    assert stats(mod)["reorders_per_call"] == 0
+    assert kernel_info(mod)[0]["direct_output"] is True
 
 
 # ---------------------------------------------------------------- matmul extensions
