@@ -46,6 +46,8 @@ def _run(library, x, tmp_path, name="in"):
 def test_one_library_runs_every_batch(dyn_dir, tmp_path, batch, capsys):
     x = np.random.default_rng(batch).standard_normal((batch, 3, 32, 32)).astype("float32")
     actual = _run(dyn_dir / "dyn.so", x, tmp_path)
+    takes = f"inputs: data:[{batch}, 3, 32, 32] (the library takes data:[batch, 3, 32, 32])"
+    assert takes in capsys.readouterr().out
     expected = _onnxruntime(dyn_dir / "dyn.onnx", x)
     assert actual.shape == expected.shape == (batch, 10)
     np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-4 * float(np.abs(expected).max()))

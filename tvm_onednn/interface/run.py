@@ -14,7 +14,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from .io import InputError, TensorSpec, load_npz, match_inputs
+from .io import InputError, TensorSpec, format_shape, load_npz, match_inputs
 from .metadata import input_specs, read_metadata
 
 
@@ -220,9 +220,15 @@ class RunResult:
     top: list[TopK] = field(default_factory=list)
     profile: Profile | None = None
     saved_to: str | None = None
+    #: What the library takes and what it was given, e.g. ``data:[batch, 3, 224, 224]``
+    #: and ``data:[4, 3, 224, 224]`` (empty for libraries without tvm-onednn's metadata).
+    takes: str = ""
+    given: str = ""
 
     def __str__(self) -> str:
         lines = [f"first run: {self.seconds * 1e3:.3f} ms (includes one-time set-up)"]
+        if self.takes:
+            lines.insert(0, f"inputs: {self.given} (the library takes {self.takes})")
         for i, out in enumerate(self.outputs):
             line = f"output {i}: shape {list(out.shape)} {out.dtype}"
             if out.size:
@@ -271,6 +277,11 @@ def run_library(
     start = time.perf_counter()
     outputs = model(*args)
     result = RunResult(outputs, time.perf_counter() - start)
+    if model.inputs is not None:
+        result.takes = ", ".join(f"{s.name}:{format_shape(s.shape)}" for s in model.inputs)
+        result.given = ", ".join(
+            f"{s.name}:{list(a.shape)}" for s, a in zip(model.inputs, args, strict=True)
+        )
     if print_top:
         result.top = top_k(outputs, print_top)
     if profile:
