@@ -26,6 +26,14 @@ import tvm
 from ..byoc.partition import prepare_for_onednn
 from ..calib import COLLECTORS, CalibrationCollector, CalibrationError, make_collector
 from ..calib.collector import Range
+from .accuracy_control import (
+    REVERTED_REASON,
+    AccuracyControlReport,
+    Metric,
+    check_validation,
+    control_accuracy,
+    top1_agreement,
+)
 from .annotate import (
     REASON_KINDS,
     Layer,
@@ -41,6 +49,7 @@ from .report import LayerReport, QuantizeReport, build_report
 from .weights import GRANULARITIES, quantize_weight
 
 __all__ = [
+    "AccuracyControlReport",
     "CALIB_MODES",
     "REASON_KINDS",
     "Layer",
@@ -57,6 +66,7 @@ __all__ = [
     "quantize_weight",
     "realize",
     "run_calibration",
+    "top1_agreement",
 ]
 
 logger = logging.getLogger(__name__)
@@ -160,6 +170,8 @@ def quantize(
     exclude_operators: Iterable[str] | None = ...,
     quantized_dtype: str = ...,
     quantize_granularity: str = ...,
+    validation: tuple[Iterable, Metric] | None = ...,
+    max_drop: float | None = ...,
     return_report: Literal[False] = ...,
 ) -> tvm.IRModule: ...
 
@@ -177,6 +189,8 @@ def quantize(
     exclude_operators: Iterable[str] | None = ...,
     quantized_dtype: str = ...,
     quantize_granularity: str = ...,
+    validation: tuple[Iterable, Metric] | None = ...,
+    max_drop: float | None = ...,
     return_report: Literal[True],
 ) -> tuple[tvm.IRModule, QuantizeReport]: ...
 
@@ -193,6 +207,8 @@ def quantize(
     exclude_operators: Iterable[str] | None = None,
     quantized_dtype: str = "auto",
     quantize_granularity: str = "channel-wise",
+    validation: tuple[Iterable, Metric] | None = None,
+    max_drop: float | None = None,
     return_report: bool = False,
 ):
     """Quantize a float32 Relax module to int8; returns a new QDQ module (``mod`` unchanged).
@@ -228,6 +244,15 @@ def quantize(
             s8), or force ``"int8"`` / ``"uint8"``.
         quantize_granularity: weight scales ``"channel-wise"`` (per output channel) or
             ``"tensor-wise"``.
+        validation: ``(data, metric_fn)`` turns on accuracy control
+            (:mod:`.accuracy_control`): ``data`` is an iterable of batches (as
+            ``calib_data``, each of the model's batch size), ``metric_fn(outputs,
+            fp32_outputs) -> float`` (higher is better) scores the per-batch outputs of a
+            model against the float32 model's, e.g. :func:`top1_agreement`. The most
+            sensitive layers are kept float32 until ``metric(fp32) - metric(int8) <=
+            max_drop``; ``report.accuracy_control`` says which and the metrics.
+        max_drop: the accuracy control's budget, an absolute drop of the metric (default
+            0.01 with ``validation``; an error without it).
         return_report: also return the :class:`QuantizeReport`: ``(qmod, report)``.
 
     Raises:
@@ -240,6 +265,10 @@ def quantize(
     _check_arguments(
         calib_mode, collector, quantized_dtype, quantize_granularity, num_calib_batches
     )
+    val_batches, metric, budget = check_validation(validation, max_drop)
+    if validation is not None and calib_mode == "none":
+        raise ValueError("validation (accuracy control) needs calibrated ranges, not "
+                         "calib_mode='none'")
     if calib_mode != "none" and calib_data is None:
         raise CalibrationError(f"calib_mode={calib_mode!r} needs calib_data (or use 'none')")
     plan = plan_quantization(
@@ -255,7 +284,13 @@ def quantize(
             active.include_layers = plan.range_names
         run = run_calibration(plan, calib_data, active, num_calib_batches)
         plan, ranges = _drop_unusable(plan, run)
-    qmod = realize(plan, ranges, quantized_dtype, quantize_granularity)
+    control = None
+    if validation is not None and plan.range_names and ranges is not None:
+        plan, ranges, qmod, control = control_accuracy(
+            mod, plan, ranges, val_batches, metric, budget, quantized_dtype, quantize_granularity
+        )
+    else:
+        qmod = realize(plan, ranges, quantized_dtype, quantize_granularity)
     report = build_report(
         plan,
         ranges,
@@ -264,5 +299,7 @@ def quantize(
         quantized_dtype=quantized_dtype,
         quantize_granularity=quantize_granularity,
     )
+    if control is not None:
+        report.set_accuracy_control(control, REVERTED_REASON)
     logger.info("quantize:\n%s", report)
     return (qmod, report) if return_report else qmod

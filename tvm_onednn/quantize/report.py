@@ -15,6 +15,8 @@ or why it stays float32, grouped by kind (:data:`~tvm_onednn.quantize.annotate.R
 * ``input``: a pool whose input is not int8;
 * ``calibration``: no usable calibration range for a tensor it needs (inf / NaN observed,
   the collector returned none, calibration could not run).
+* ``accuracy``: kept float32 by the accuracy control (``quantize(..., validation=...)``;
+  :attr:`QuantizeReport.accuracy_control` has the metrics).
 
 Calibration: the mode and collector, the batches run, and the pipeline the calibration module
 ran on: ``"onednn"`` (float32 oneDNN), or TVM's ``"default"`` when the oneDNN build (or its
@@ -30,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 
 from .. import relax_utils as ru
 from ..calib.collector import Range
+from .accuracy_control import AccuracyControlReport
 from .annotate import CHAIN_KINDS, REASON_KINDS, QuantPlan
 from .calibrate import CalibrationRun
 from .realize import tensor_quant_params
@@ -44,6 +47,7 @@ _KIND_TITLES = {
     "unsupported": "not supported by the int8 table",
     "input": "input not int8",
     "calibration": "no calibration range",
+    "accuracy": "kept float32 by accuracy control",
 }
 _BACKEND_NAMES = {"onednn": "float32 oneDNN", "default": "TVM's default pipeline"}
 
@@ -94,6 +98,8 @@ class QuantizeReport:
     quantized_dtype: str = "auto"
     quantize_granularity: str = "channel-wise"
     int8_dot_product: bool | None = None  # VNNI/AMX: full 8-bit weights everywhere
+    #: What ``quantize(..., validation=...)`` did (None without validation).
+    accuracy_control: AccuracyControlReport | None = None
 
     # --- counts ----------------------------------------------------------------------------
 
@@ -123,6 +129,17 @@ class QuantizeReport:
     def calibration_fell_back(self) -> bool:
         """The calibration module did not run on float32 oneDNN (see :attr:`fallbacks`)."""
         return bool(self.fallbacks)
+
+    def set_accuracy_control(self, control: AccuracyControlReport, reason: str) -> None:
+        """Attach ``control``; its reverted layers get ``reason_kind="accuracy"``."""
+        self.accuracy_control = control
+        reverted = set(control.reverted)
+        self.layers = [
+            dataclasses.replace(layer, reason=reason, reason_kind="accuracy")
+            if layer.name in reverted and not layer.quantized
+            else layer
+            for layer in self.layers
+        ]
 
     # --- text ------------------------------------------------------------------------------
 
@@ -189,9 +206,12 @@ class QuantizeReport:
             self._settings_line(),
         ]
 
+    def _control_lines(self) -> list[str]:
+        return [self.accuracy_control.summary()] if self.accuracy_control else []
+
     def summary(self) -> str:
         """Counts, calibration, and the layers kept float32 with their reasons."""
-        return "\n".join(self._header() + self._kept_lines())
+        return "\n".join(self._header() + self._control_lines() + self._kept_lines())
 
     def table(self) -> str:
         """One row per layer."""
@@ -217,7 +237,7 @@ class QuantizeReport:
         lines = self._header()
         if self.layers:
             lines.append(self.table())
-        return "\n".join(lines + self._kept_lines())
+        return "\n".join(lines + self._control_lines() + self._kept_lines())
 
     def as_dict(self) -> dict:
         return {
@@ -235,6 +255,9 @@ class QuantizeReport:
             "quantized_dtype": self.quantized_dtype,
             "quantize_granularity": self.quantize_granularity,
             "int8_dot_product": self.int8_dot_product,
+            "accuracy_control": (
+                self.accuracy_control.as_dict() if self.accuracy_control else None
+            ),
         }
 
 
