@@ -185,6 +185,24 @@ def test_dynamic_batch_yolo_with_a_static_shape_dict():
     _close(_run(mod, x), _ort(blob, {"images": x}))
 
 
+def test_dynamic_batch_yolo_keeps_its_batch_free(caplog):
+    # the head reads channel and spatial dims of tensors whose batch is free: onnxruntime
+    # alone cannot fold those Shape nodes; fold_shapes folds the dims shape inference knows
+    blob = yolov8_like_onnx(size=64, w=0.125, dynamic_batch=True)
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        mod = from_onnx(blob)
+    assert frontend._unknown_shapes(mod) == 0
+    assert str(mod["main"].ret_ty.shape.values[0]) == "batch"
+    (folded,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("folded ")]
+    assert "Range x6" in folded and "at input shapes {'images': ['batch', 3, 64, 64]}" in folded
+    vm = relax.VirtualMachine(tvm.compile(mod, tvm.target.Target(host_target_spec())), tvm.cpu())
+    for n in (1, 2):
+        x = np.random.default_rng(n).standard_normal((n, 3, 64, 64)).astype("float32")
+        out = vm["main"](tvm.runtime.tensor(x)).numpy()
+        assert out.shape == (n, 84, 8 * 8 + 4 * 4 + 2 * 2)
+        _close(out, _ort(blob, {"images": x}))
+
+
 def test_a_model_that_imports_directly_is_not_folded(conv_flatten_onnx, caplog):
     model = onnx.load_from_string(conv_flatten_onnx)
     shapes = {"x": [2, 3, 8, 8]}

@@ -63,6 +63,7 @@ _ORT_FUSIONS = (
     "WeightBiasQuantization",
 )
 _STANDARD_DOMAINS = ("", "ai.onnx")
+_FOLD_ROUNDS = 4  # onnxruntime passes at most in fold_shapes
 
 
 class ModelImportError(ValueError):
@@ -373,26 +374,86 @@ def _with_input_shapes(model: onnx.ModelProto, shapes: Mapping[str, Sequence[Dim
     return out
 
 
-def fold_shapes(
-    model: onnx.ModelProto, shapes: Mapping[str, Sequence[Dim]]
-) -> tuple[onnx.ModelProto, FoldReport]:
-    """The model with everything computable at these input shapes folded to constants.
+def _shape_dims_read(
+    model: onnx.ModelProto,
+) -> list[tuple[onnx.NodeProto, str, slice, np.ndarray]]:
+    """``(gather, x, dims, k)`` for each ``Gather(Shape(x), k)`` with a constant ``k``:
+    the node reads ``x``'s dims ``[dims][k]`` (``dims``: ``Shape``'s ``start``/``end``)."""
+    constants = _constants(model.graph)
+    producers = {out: node for node in model.graph.node for out in node.output}
+    reads = []
+    for node in model.graph.node:
+        if node.op_type != "Gather" or len(node.input) != 2 or node.input[1] not in constants:
+            continue
+        shape = producers.get(node.input[0])
+        if shape is None or shape.op_type != "Shape":
+            continue
+        attrs = {a.name: a.i for a in shape.attribute}
+        dims = slice(attrs.get("start", 0), attrs.get("end"))
+        reads.append((node, shape.input[0], dims, constants[node.input[1]].astype(np.int64)))
+    return reads
 
-    ``shapes`` maps input names to dims, each a size or the name of a free dim (inputs not
-    named keep their declared dims). What does not depend on a free dim is folded whatever
-    its size: weights computed in the graph, shape arithmetic on static dims, and so on.
-    Uses onnxruntime's basic graph optimizer (constant folding, redundant-node elimination;
-    fusions off), run in a temporary directory. Raises :class:`ModelImportError` when
-    onnxruntime is missing, rejects the model, or its result holds non-standard ops.
-    """
+
+def _infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto | None:
+    """``model`` with inferred shapes: onnxruntime's symbolic inference when sympy is there
+    (it does arithmetic on free dims: a reshape of ``[batch, 144, 8, 8]`` to ``[batch, 144,
+    -1]`` gives ``[batch, 144, 64]``), else ONNX's with data propagation. None if both fail."""
     try:
-        import onnxruntime as ort
-    except ImportError:
-        raise ModelImportError(
-            "folding shape computations needs onnxruntime (pip install onnxruntime)"
-        ) from None
-    shapes = {k: [int(d) if is_static_dim(d) else str(d) for d in v] for k, v in shapes.items()}
-    fixed = _with_input_shapes(model, shapes)
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+        return SymbolicShapeInference.infer_shapes(model)
+    except Exception as err:  # noqa: BLE001  (ImportError without sympy, or an op it lacks)
+        log.debug("onnxruntime's symbolic shape inference failed (%s)", _why(err))
+    try:
+        return onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except Exception:  # noqa: BLE001  (an invalid graph: onnxruntime will say what is wrong)
+        return None
+
+
+def _fold_static_dims(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``Gather(Shape(x), k)`` made a constant where ONNX shape inference knows that dim.
+
+    onnxruntime folds a ``Shape`` only when every dim is known; with a free batch, the
+    channel or spatial dims that detection heads read (for ``Slice`` bounds, anchors) stay
+    run-time values. The dims replaced are known sizes, so this is exact. Returns ``model``
+    itself when nothing changes.
+    """
+    reads = _shape_dims_read(model)
+    if not reads:
+        return model
+    inferred = _infer_shapes(model)
+    if inferred is None:
+        return model
+    dims = {}
+    for value in [*inferred.graph.value_info, *inferred.graph.input]:
+        if value.type.tensor_type.HasField("shape"):
+            dims[value.name] = [
+                d.dim_value if d.HasField("dim_value") else 0
+                for d in value.type.tensor_type.shape.dim
+            ]
+    sizes = {}
+    for gather, x, selected, index in reads:
+        known = np.array(dims.get(x, [])[selected], dtype=np.int64)
+        if known.size and np.all((-known.size <= index) & (index < known.size)):
+            values = known[index]
+            if np.all(values > 0):
+                sizes[gather.output[0]] = values
+    if not sizes:
+        return model
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    del out.graph.node[:]
+    out.graph.node.extend(
+        _constant_node(n.output[0], sizes[n.output[0]], n.name)
+        if n.output and n.output[0] in sizes
+        else n
+        for n in model.graph.node
+    )
+    return out
+
+
+def _ort_basic_optimize(ort, model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` after onnxruntime's basic optimizer (fusions off), in a temporary dir."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     options.log_severity_level = 3  # errors only
@@ -401,8 +462,8 @@ def fold_shapes(
     with tempfile.TemporaryDirectory(prefix="tvm_onednn_fold_") as tmp:
         source = os.path.join(tmp, "model.onnx")
         options.optimized_model_filepath = os.path.join(tmp, "folded.onnx")
-        large = fixed.ByteSize() > 1_800_000_000
-        onnx.save(fixed, source, save_as_external_data=large)
+        large = model.ByteSize() > 1_800_000_000
+        onnx.save(model, source, save_as_external_data=large)
         if large:
             options.add_session_config_entry(
                 "session.optimized_model_external_initializers_file_name", "folded.data"
@@ -412,10 +473,42 @@ def fold_shapes(
                 source, options, providers=["CPUExecutionProvider"],
                 disabled_optimizers=list(_ORT_FUSIONS),
             )  # fmt: skip
-            folded = onnx.load(options.optimized_model_filepath)
+            return onnx.load(options.optimized_model_filepath)
         except Exception as err:  # noqa: BLE001  (onnxruntime's errors are RuntimeErrors)
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise ModelImportError(f"onnxruntime could not fold the model: {first}") from None
+
+
+def fold_shapes(
+    model: onnx.ModelProto, shapes: Mapping[str, Sequence[Dim]]
+) -> tuple[onnx.ModelProto, FoldReport]:
+    """The model with everything computable at these input shapes folded to constants.
+
+    ``shapes`` maps input names to dims, each a size or the name of a free dim (inputs not
+    named keep their declared dims). What does not depend on a free dim is folded whatever
+    its size: weights computed in the graph, shape arithmetic on static dims, and so on.
+    Uses onnxruntime's basic graph optimizer (constant folding, redundant-node elimination;
+    fusions off), run in a temporary directory, and, before each of its passes, makes the
+    dims that shape inference knows in a partly free shape constants (``Gather(Shape(x),
+    k)``, :func:`_fold_static_dims`), which onnxruntime does not fold by itself. Raises
+    :class:`ModelImportError` when onnxruntime is missing, rejects the model, or its result
+    holds non-standard ops.
+    """
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise ModelImportError(
+            "folding shape computations needs onnxruntime (pip install onnxruntime)"
+        ) from None
+    shapes = {k: [int(d) if is_static_dim(d) else str(d) for d in v] for k, v in shapes.items()}
+    folded = _ort_basic_optimize(ort, _fold_static_dims(_with_input_shapes(model, shapes)))
+    # What onnxruntime folded may make more dims known (a reshape to [batch, 144, 8 * 8]
+    # once 8 * 8 is a constant): a few more rounds while the dims pass finds some.
+    for _ in range(_FOLD_ROUNDS - 1):
+        more = _fold_static_dims(folded)
+        if more is folded:
+            break
+        folded = _ort_basic_optimize(ort, more)
     foreign = sorted(
         {f"{n.domain}::{n.op_type}" for n in folded.graph.node if n.domain not in _STANDARD_DOMAINS}
     )
