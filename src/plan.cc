@@ -396,7 +396,7 @@ class Planner {
     ValueState& v = vals_[vid];
     if (v.buf.kind == BufKind::kSlot && !v.transferred) ReleaseSlot(v.buf.index);
     for (const auto& alt : v.alts) {
-      if (alt.second.kind == BufKind::kSlot) slots_.Release(alt.second.index);
+      if (alt.second.kind == BufKind::kSlot) ReleaseSlot(alt.second.index);  // may be viewed
     }
     v.alts.clear();
   }
@@ -686,6 +686,7 @@ class Planner {
     const Node& node = g_.nodes[n];
     const OpSpec& spec = *node.spec;
     using dt = dnnl::memory::data_type;
+    dt dt_src = ToDnnl(g_.Info(node.inputs[0]).dtype);
     dt dt_w = ToDnnl(g_.Info(node.inputs[1]).dtype);
     dt dt_dst = ToDnnl(node.out.dtype);
     int out_vid = g_.ValueId({RefKind::kNode, n});
@@ -730,28 +731,44 @@ class Planner {
     const MatmulForm* form = nullptr;
     std::optional<dnnl::matmul::primitive_desc> pd;
     PostOps post;
-    for (const MatmulForm& f : forms) {
-      if (!f.ok) continue;
-      std::optional<MemDesc> sv = TryReshape(vals_[a_vid].md, f.dims.src);
-      std::optional<MemDesc> wv = b_const ? MemDesc(f.dims.weights, dt_w, tag::any)
-                                          : TryReshape(vals_[b_vid].md, f.dims.weights);
-      if (!sv || !wv) continue;
-      MemDesc dmd = PlainLike(MemDesc(f.dims.dst, dt_dst, tag::any));
-      PostOps p = post_for(f);
-      auto cand = MakeMatmulPd(node, f.dims, *sv, *wv, dmd, p);
-      if (cand && !IsReferenceImpl(ImplName(*cand))) {
-        form = &f;
-        pd = cand;
-        post = p;
-        break;
+    // Candidates by the number of operands made plain (0: both as they are, in any form,
+    // before 1: a or b reordered, before 2); the first with an optimized kernel wins.
+    for (int copies = 0; copies <= 2 && !pd; ++copies) {
+      for (const MatmulForm& f : forms) {
+        if (!f.ok || pd) continue;
+        MemDesc plain_src = PlainLike(MemDesc(f.dims.src, dt_src, tag::any));
+        MemDesc plain_w = b_const ? MemDesc(f.dims.weights, dt_w, tag::any)
+                                  : PlainLike(MemDesc(f.dims.weights, dt_w, tag::any));
+        // each operand as the view it is (no copy) or, when that is not plain, a plain copy
+        std::vector<std::pair<MemDesc, int>> a_opts, b_opts;
+        std::optional<MemDesc> sv = TryReshape(vals_[a_vid].md, f.dims.src);
+        if (sv) a_opts.push_back({*sv, 0});
+        if (!sv || !SameLayout(*sv, plain_src)) a_opts.push_back({plain_src, 1});
+        std::optional<MemDesc> wv = TryReshape(vals_[b_vid].md, f.dims.weights);
+        if (b_const || wv) b_opts.push_back({b_const ? plain_w : *wv, 0});
+        if (!b_const && (!wv || !SameLayout(*wv, plain_w))) b_opts.push_back({plain_w, 1});
+        for (const auto& a_opt : a_opts) {
+          for (const auto& b_opt : b_opts) {
+            if (pd || a_opt.second + b_opt.second != copies) continue;
+            const MemDesc& src = a_opt.first;
+            const MemDesc& w = b_opt.first;
+            PostOps p = post_for(f);
+            auto cand = MakeMatmulPd(node, f.dims, src, w,
+                                     PlainLike(MemDesc(f.dims.dst, dt_dst, tag::any)), p);
+            if (cand && !IsReferenceImpl(ImplName(*cand))) {
+              form = &f;
+              pd = cand;
+              post = p;
+            }
+          }
+        }
       }
     }
     if (!pd) {
       for (const MatmulForm& f : forms) {
         if (f.ok && form == nullptr) form = &f;
       }
-      MemDesc src_md = PlainLike(MemDesc(form->dims.src, vals_[a_vid].md.get_data_type(),
-                                         tag::any));
+      MemDesc src_md = PlainLike(MemDesc(form->dims.src, dt_src, tag::any));
       MemDesc w_md = b_const ? MemDesc(form->dims.weights, dt_w, tag::any)
                              : PlainLike(MemDesc(form->dims.weights, dt_w, tag::any));
       post = post_for(*form);

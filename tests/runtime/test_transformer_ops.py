@@ -9,6 +9,9 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -241,6 +244,22 @@ def test_view_keeps_its_buffer_alive():
     assert kernel_info(mod)[3]["residual"] == "binary_add"
 
 
+def test_reshape_of_a_reordered_view_keeps_the_copy_alive():
+    """reshape(transpose(x)) needs a plain copy of the transpose; the reshape views that copy,
+    which must outlive the transpose (a gelu allocated in between must not reuse it)."""
+    x, z = rand(2, 4, 6, seed=49), rand(2, 24, seed=50)
+    sg = Subgraph()
+    t = sg.node("onednn.transpose", [sg.input(("n", 4, 6))], ("n", 6, 4), axes=[0, 2, 1])
+    r = sg.node("onednn.reshape", [t], ("n", 24))
+    g = sg.node("onednn.gelu", [sg.input(("n", 24))], ("n", 24))
+    sg.output(sg.node("onednn.add", [r, g], ("n", 24)))
+    mod = sg.build()
+    (out,) = call(sg, mod, [x, z], {"n": 2})
+    ref = x.transpose(0, 2, 1).reshape(2, 24) + activation(z, "gelu")
+    close(out, ref, rtol=1e-6, atol=1e-6)
+    assert kernel_info(mod)[1]["impl"] == "view_after_reorder"
+
+
 def test_reshape_output_is_written_directly():
     """A region ending in a reshape of a matmul: the matmul writes the user's buffer."""
     x, w, b = rand(2, 5, 16, seed=43), rand(16, 8, seed=44), rand(8, seed=45)
@@ -332,6 +351,53 @@ def test_matmul_transposed_constant_weight_and_scalar_constant():
     close(out.numpy(), ref, rtol=1e-5, atol=1e-5)
     st = stats(mod)
     assert st["reorders_per_call"] == 0 and st["init_reorders"] == 1, st
+
+
+def test_matmul_views_without_optimized_kernel_are_reordered_once():
+    """a = transpose(x, (2, 0, 1)) has unit stride along neither of its last two dims: if no
+    optimized matmul takes it, it is reordered to plain once and the copy is shared by both
+    matmuls reading it; b = transpose (K contiguous) is tried as a view with a plain a."""
+    x, w, b = rand(6, 8, 3, seed=46), rand(8, 5, seed=47), rand(3, 5, 8, seed=48)
+    sg = Subgraph()
+    t = sg.node("onednn.transpose", [sg.input((6, 8, 3))], (3, 6, 8), axes=[2, 0, 1])
+    y = sg.node("onednn.matmul", [t, sg.const(w)], (3, 6, 5))
+    t2 = sg.node("onednn.transpose", [sg.input((3, 5, 8))], (3, 8, 5), axes=[0, 2, 1])
+    sg.output(y, sg.node("onednn.matmul", [t, t2], (3, 6, 5)))
+    mod = sg.build()
+    o1, o2 = call(sg, mod, [x, b])
+    xt = x.transpose(2, 0, 1).astype(np.float64)
+    close(o1, xt @ w, rtol=1e-5, atol=1e-5)
+    close(o2, xt @ b.transpose(0, 2, 1), rtol=1e-5, atol=1e-5)
+    reorders = stats(mod)["reorders"]
+    print([(k["op"], k["impl"], k["src_format"], k["weights_format"]) for k in kernel_info(mod)],
+          reorders)
+    assert len([r for r in reorders if r["value"] == "node 0 (onednn.transpose)"]) <= 1
+    assert all(not k["impl"].startswith("ref") for k in kernel_info(mod))
+
+
+def test_encoder_layer_on_avx2_kernels():
+    """The same region with oneDNN limited to AVX2 (fresh process): other kernels
+    (gemm:jit:f32), same results, the same no-reorder check on the views."""
+    code = (
+        "import sys; sys.path.insert(0, %r)\n"
+        "from test_transformer_ops import *\n"
+        "from tvm_onednn import _ffi_api\n"
+        "assert _ffi_api.cpu_isa() == 'avx2', _ffi_api.cpu_isa()\n"
+        "p = encoder_weights(); sg = encoder_region(p); mod = sg.build()\n"
+        "for n, s in [(1, 7), (2, 32)]:\n"
+        "    x = rand(n, s, H, seed=n + s); m = attention_mask(n, s, seed=s)\n"
+        "    (out,) = call(sg, mod, [x, m], {'n': n, 's': s})\n"
+        "    close(out, encoder_reference(p, x, m), rtol=1e-4, atol=2e-4)\n"
+        "    check_no_view_reorders(sg, mod, n, s)\n"
+        "print('ok')\n") % os.path.dirname(os.path.abspath(__file__))
+    with open("/proc/cpuinfo") as f:
+        if " avx2" not in f.read():
+            pytest.skip("this CPU has no AVX2")
+    env = dict(os.environ, ONEDNN_MAX_CPU_ISA="AVX2")
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=300)
+    print(res.stdout[-3000:], res.stderr[-3000:])
+    assert res.returncode == 0 and res.stdout.strip().endswith("ok")
 
 
 # ---------------------------------------------------------------- encoder layer
