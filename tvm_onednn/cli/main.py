@@ -31,10 +31,12 @@ def _compile(args: argparse.Namespace) -> int:
     from ..interface import QuantizeOptions, compile_onnx, parse_input_shapes
     from ..interface.io import InputError
 
-    calib_flags = [args.calib_data, args.num_calib_batches, args.exclude_layers]
+    calib_flags = [args.calib_data, args.num_calib_batches, args.exclude_layers,
+                   args.validation_data, args.max_drop]  # fmt: skip
     if args.quantize is None and any(f is not None for f in calib_flags):
         raise InputError(
-            "--calib-data, --num-calib-batches and --exclude-layers need --quantize int8"
+            "--calib-data, --num-calib-batches, --exclude-layers, --validation-data and "
+            "--max-drop need --quantize int8"
         )
     quantize = None
     if args.quantize is not None:
@@ -43,6 +45,8 @@ def _compile(args: argparse.Namespace) -> int:
             calib_mode=args.calib_mode,
             num_calib_batches=args.num_calib_batches,
             exclude_layers=args.exclude_layers or (),
+            validation_data=args.validation_data,
+            max_drop=args.max_drop,
         )
     result = compile_onnx(
         args.model,
@@ -185,6 +189,18 @@ def build_parser() -> argparse.ArgumentParser:
         action="extend",
         metavar="LAYER",
         help="layers kept in float32",
+    )
+    p.add_argument(
+        "--validation-data",
+        metavar="NPZ|DIR",
+        help="accuracy control: samples (as --calib-data) on which int8 must keep the float32 "
+        "top-1 within --max-drop; the most sensitive layers stay float32",
+    )
+    p.add_argument(
+        "--max-drop",
+        type=float,
+        metavar="D",
+        help="largest top-1 agreement drop allowed (default 0.01; needs --validation-data)",
     )
     p.add_argument(
         "--tuning-records",

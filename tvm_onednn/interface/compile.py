@@ -23,6 +23,7 @@ from .io import (
     load_calibration_samples,
     symbolic_dims,
 )
+from ..frontend import is_static_dim
 from .metadata import make_metadata, with_metadata
 
 if TYPE_CHECKING:
@@ -49,6 +50,8 @@ class QuantizeOptions:
     calib_mode: str = "naive"
     num_calib_batches: int | None = None
     exclude_layers: Sequence[str] = ()
+    validation_data: str | None = None  # accuracy control: .npz or a directory, as calib_data
+    max_drop: float | None = None  # its top-1 agreement budget (default 0.01)
 
     def __post_init__(self) -> None:
         modes = calib_modes()
@@ -61,6 +64,12 @@ class QuantizeOptions:
             )
         if self.num_calib_batches is not None and self.num_calib_batches < 1:
             raise InputError(f"--num-calib-batches must be >= 1, got {self.num_calib_batches}")
+        if self.max_drop is not None and not self.validation_data:
+            raise InputError("--max-drop needs --validation-data FILE.npz|DIR")
+        if self.max_drop is not None and not 0 <= self.max_drop < float("inf"):
+            raise InputError(f"--max-drop must be a number >= 0, got {self.max_drop}")
+        if self.validation_data and self.calib_mode == "none":
+            raise InputError("--validation-data needs calibration (not --calib-mode none)")
 
 
 @dataclass
@@ -122,14 +131,34 @@ def quantize_model(
     if options.calib_mode != "none":
         samples = load_calibration_samples(options.calib_data, specs)
         batches = calibration_batches(samples, specs)
+    validation = None
+    if options.validation_data:
+        from ..quantize import top1_agreement
+
+        validation = (validation_batches(options.validation_data, specs), top1_agreement)
     return quantize(
         mod,
         batches,
         calib_mode=options.calib_mode,
         num_calib_batches=options.num_calib_batches,
         exclude_layers=list(options.exclude_layers) or None,
+        validation=validation,
+        max_drop=options.max_drop,
         return_report=True,
     )
+
+
+def validation_batches(path: str, specs: Sequence[TensorSpec]) -> list[dict]:
+    """``--validation-data`` samples in batches the model runs as is (full batches only)."""
+    batches = calibration_batches(load_calibration_samples(path, specs), specs)
+    lead = specs[0].shape[0] if specs[0].shape else None
+    if is_static_dim(lead) and len(next(iter(batches[-1].values()))) != int(lead):
+        total = sum(len(next(iter(b.values()))) for b in batches)
+        raise InputError(
+            f"--validation-data {path!r}: {total} samples are not a multiple of the model's "
+            f"batch size {int(lead)}"
+        )
+    return batches
 
 
 def compile_onnx(
