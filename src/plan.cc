@@ -576,7 +576,7 @@ class Planner {
           } else {
             BufRef copy = Operand(r_vid, *want, n, "residual");
             bool private_copy = DataTypeBytes(copy_dt) == DataTypeBytes(dt_dst) &&
-                                copy.kind == BufKind::kSlot && !direct &&
+                                copy.kind == BufKind::kSlot && !Aliased(copy) && !direct &&
                                 rv.last_node_use == n && CountUses(node, r) == 1 &&
                                 !(rv.buf.kind == copy.kind && rv.buf.index == copy.index);
             if (private_copy) {
