@@ -19,6 +19,7 @@ import numpy as np
 from .byoc import OffloadSummary, offload_summary
 from .interface.benchmarking import interleaved
 from .interface.io import dynamic_batch
+from .interface.run import plans_cached
 
 #: Calibration crops (two batches of the bundled photos, augmented).
 CALIB_CROPS = 16
@@ -65,6 +66,8 @@ class DemoReport:
     timings: list[Timing]
     max_abs_diff: dict[int, float]  # batch -> |tvm-onednn fp32 - onnxruntime|
     batch1_matches: bool  # batch 1 from the free-batch library == row 0 of the larger batch
+    #: oneDNN plans each library holds after the run (one per region and shape run)
+    plans_cached: dict[str, int | None] = field(default_factory=dict)
     class_names: list[str] | None = field(default=None, repr=False)
 
     def _cls(self, c: int) -> str:
@@ -109,6 +112,9 @@ class DemoReport:
             "batch 1 and the first item of the larger batch agree: "
             + ("yes" if self.batch1_matches else "NO")
         )
+        plans = ", ".join(f"{k} {v}" for k, v in self.plans_cached.items() if v is not None)
+        if plans:
+            lines.append(f"oneDNN plans cached (one per region and batch): {plans}")
         return "\n".join(lines)
 
 
@@ -164,14 +170,16 @@ def run_demo(
     mod = from_onnx(model)  # data: [batch, 3, 224, 224]
     compile_seconds = {}
     start = time.perf_counter()
-    fp32 = _runner(compile_model(mod))
+    fp32_lib = compile_model(mod)
+    fp32 = _runner(fp32_lib)
     compile_seconds["fp32"] = time.perf_counter() - start
     start = time.perf_counter()
     calib, _ = imagenet_crops(CALIB_CROPS, seed=0)
     calib_batches = [
         {"data": calib[i : i + CALIB_BATCH]} for i in range(0, CALIB_CROPS, CALIB_BATCH)
     ]
-    int8 = _runner(compile_model(quantize(mod, calib_batches, calib_mode=calib_mode)))
+    int8_lib = compile_model(quantize(mod, calib_batches, calib_mode=calib_mode))
+    int8 = _runner(int8_lib)
     compile_seconds[f"int8 ({calib_mode} calibration on {CALIB_CROPS} crops)"] = (
         time.perf_counter() - start
     )
@@ -221,5 +229,6 @@ def run_demo(
         timings=timings,
         max_abs_diff=max_abs_diff,
         batch1_matches=matches,
+        plans_cached={"fp32": plans_cached(fp32_lib.mod), "int8": plans_cached(int8_lib.mod)},
         class_names=imagenet_class_names(),
     )
