@@ -12,7 +12,7 @@ namespace tvm_onednn {
 
 MemDesc PlainDesc(const std::vector<int64_t>& dims, DType dtype) {
   Dims d(dims.begin(), dims.end());
-  if (d.empty()) d = {1};  // a scalar (rank-0 constant) is one element
+  if (d.empty()) d.push_back(1);  // a scalar (rank-0 constant) is one element
   Dims strides(d.size(), 1);
   for (int i = static_cast<int>(d.size()) - 2; i >= 0; --i) strides[i] = strides[i + 1] * d[i + 1];
   return MemDesc(d, ToDnnl(dtype), strides);
