@@ -488,9 +488,10 @@ def fold_shapes(
     named keep their declared dims). What does not depend on a free dim is folded whatever
     its size: weights computed in the graph, shape arithmetic on static dims, and so on.
     Uses onnxruntime's basic graph optimizer (constant folding, redundant-node elimination;
-    fusions off), run in a temporary directory, and, before each of its passes, makes the
-    dims that shape inference knows in a partly free shape constants (``Gather(Shape(x),
-    k)``, :func:`_fold_static_dims`), which onnxruntime does not fold by itself. Raises
+    fusions off), run in a temporary directory; with free dims, before each of its passes,
+    the dims that shape inference knows in a partly free shape become constants
+    (``Gather(Shape(x), k)``, :func:`_fold_static_dims`): onnxruntime does not fold those
+    by itself. Raises
     :class:`ModelImportError` when onnxruntime is missing, rejects the model, or its result
     holds non-standard ops.
     """
@@ -501,14 +502,18 @@ def fold_shapes(
             "folding shape computations needs onnxruntime (pip install onnxruntime)"
         ) from None
     shapes = {k: [int(d) if is_static_dim(d) else str(d) for d in v] for k, v in shapes.items()}
-    folded = _ort_basic_optimize(ort, _fold_static_dims(_with_input_shapes(model, shapes)))
-    # What onnxruntime folded may make more dims known (a reshape to [batch, 144, 8 * 8]
-    # once 8 * 8 is a constant): a few more rounds while the dims pass finds some.
-    for _ in range(_FOLD_ROUNDS - 1):
-        more = _fold_static_dims(folded)
-        if more is folded:
-            break
-        folded = _ort_basic_optimize(ort, more)
+    folded = _with_input_shapes(model, shapes)
+    if all(is_static_dim(d) for dims in input_shapes(folded).values() for d in dims):
+        folded = _ort_basic_optimize(ort, folded)
+    else:
+        # What onnxruntime folds may make more dims known (a reshape to [batch, 144, 8 * 8]
+        # once 8 * 8 is a constant): more rounds while the dims pass finds some.
+        folded = _ort_basic_optimize(ort, _fold_static_dims(folded))
+        for _ in range(_FOLD_ROUNDS - 1):
+            more = _fold_static_dims(folded)
+            if more is folded:
+                break
+            folded = _ort_basic_optimize(ort, more)
     foreign = sorted(
         {f"{n.domain}::{n.op_type}" for n in folded.graph.node if n.domain not in _STANDARD_DOMAINS}
     )
