@@ -2,9 +2,11 @@
 
 from .canonicalize_clip import CanonicalizeClip
 from .canonicalize_gelu import CanonicalizeGelu
+from .canonicalize_gelu_tanh import CanonicalizeGeluTanh
 from .fold_batchnorm import FoldBatchNormIntoConv
 from .fold_constant_calls import FoldConstantCalls
 from .fold_constants_numpy import FoldConstantsWithNumpy
+from .fold_matmul_scale import FoldMatmulScale
 from .isolate_extern_tuple_items import IsolateExternTupleItems
 from .rewrite_stack_sum import RewriteStackSum
 from .well_formed import IllFormedModuleError, WellFormedCheck
@@ -12,9 +14,11 @@ from .well_formed import IllFormedModuleError, WellFormedCheck
 __all__ = [
     "CanonicalizeClip",
     "CanonicalizeGelu",
+    "CanonicalizeGeluTanh",
     "FoldBatchNormIntoConv",
     "FoldConstantCalls",
     "FoldConstantsWithNumpy",
+    "FoldMatmulScale",
     "IllFormedModuleError",
     "IsolateExternTupleItems",
     "RewriteStackSum",
