@@ -201,6 +201,8 @@ def run_int8_region(region: Region, inputs: list[np.ndarray]) -> list[np.ndarray
             )
         elif name.startswith("q"):
             y = _chain(node, operands, name[1:])
+        elif name == "reshape":  # float32 (e.g. pool -> dense), static shapes here
+            y = operands[0].astype(np.float64).reshape(node["shape"])
         else:
             raise NotImplementedError(op)
         if dtype == "float32":

@@ -10,11 +10,13 @@ import tvm
 from tvm import relax
 
 from tvm_onednn.byoc.partition import (
+    inline_light_regions,
+    inline_shape_arguments,
     name_regions,
     partition_for_onednn,
     prepare_for_onednn,
 )
-from tvm_onednn.byoc.patterns import composite_names, pattern_table
+from tvm_onednn.byoc.patterns import composite_names, offload_pattern_table
 from tvm_onednn.byoc.qpatterns import qcomposite_names
 from tvm_onednn.byoc.summary import summarize_partitioned
 from tvm_onednn.quantize import quantize
@@ -243,9 +245,10 @@ def _legacy_partition(mod):
     """partition_for_onednn as it was before the int8 table existed."""
     mod = prepare_for_onednn(mod)
     mod = relax.transform.FuseOpsByPattern(
-        pattern_table(), bind_constants=True, annotate_codegen=False
+        offload_pattern_table(), bind_constants=True, annotate_codegen=False
     )(mod)
-    return name_regions(relax.transform.MergeCompositeFunctions()(mod))
+    mod = relax.transform.MergeCompositeFunctions()(inline_shape_arguments(mod))
+    return name_regions(inline_light_regions(mod))
 
 
 @pytest.mark.parametrize("make", [lambda: small_cnn().mod, lambda: conv2d_module(add=True)[0]])

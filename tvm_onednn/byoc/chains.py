@@ -159,12 +159,25 @@ def epilogue_pattern(
     return out
 
 
-def chain_pattern(spec: ChainSpec, residual_first: bool | None = None) -> Pattern:
-    """The float32 dataflow pattern of one chain, with its named sub-patterns."""
+def chain_pattern(
+    spec: ChainSpec, residual_first: bool | None = None, scaled: bool = False
+) -> Pattern:
+    """The float32 dataflow pattern of one chain, with its named sub-patterns.
+
+    ``scaled`` (matmul only): the product may be multiplied by a constant right away
+    (``matmul(a, b) * c``, annotated ``scale`` and ``scaled``), which the runtime applies
+    as the matmul's ``output_scale``; the check requires ``c`` to be one scalar.
+    """
     lhs, rhs = wildcard(), wildcard()
     root = is_op(BASE_OPS[spec.base])(lhs, rhs)
     annotations = {"lhs": lhs, "rhs": rhs, "root": root}
-    out = epilogue_pattern(spec, root, annotations, wildcard(), residual_first)
+    out = root
+    if scaled and spec.base == "matmul":
+        scale = is_const()
+        scaled_root = is_op("relax.multiply")(root, scale)
+        out = root | scaled_root
+        annotations.update(scale=scale, scaled=scaled_root)
+    out = epilogue_pattern(spec, out, annotations, wildcard(), residual_first)
     return out, annotations
 
 

@@ -16,7 +16,7 @@ from tvm import relax
 
 from .. import _ffi_api
 from .. import relax_utils as ru
-from . import qwriters  # noqa: F401  (registers the int8 node writers)
+from . import qwriters, twriters  # noqa: F401  (register the int8 and transformer writers)
 from .writers import CodegenError, CompositeCall, SymbolNames, tensor_info, writer_for
 
 __all__ = ["FORMAT", "SYMBOLIC_VERSION", "VERSION", "CodegenError", "region_to_json"]

@@ -36,6 +36,12 @@ from .checks import (
     why_not_conv2d_layout,
     why_not_pool,
 )
+from .tpatterns import (
+    transformer_composite_names,
+    transformer_table,
+    why_not_broadcast_residual,
+    why_not_output_scale,
+)
 
 __all__ = [
     "ACTIVATIONS",
@@ -46,6 +52,7 @@ __all__ = [
     "chain_specs",
     "composite_annotations",
     "composite_names",
+    "offload_pattern_table",
     "pattern_table",
     "register",
     "why_not_conv2d_layout",
@@ -59,11 +66,18 @@ WHY_NOT = WHY_NOT_OP
 
 def composite_names() -> list[str]:
     """All float32 composite names this table can produce (the runtime must know each)."""
-    return [s.name for s in chain_specs()] + [pool_name(p) for p in POOLS]
+    chains_and_pools = [s.name for s in chain_specs()] + [pool_name(p) for p in POOLS]
+    return chains_and_pools + transformer_composite_names()
 
 
-def why_not_chain(spec: ChainSpec, ctx: PatternCheckContext) -> str | None:
-    """Why the runtime cannot run this float32 chain match, or None."""
+def why_not_chain(
+    spec: ChainSpec, ctx: PatternCheckContext, broadcast_residual: bool = False
+) -> str | None:
+    """Why the runtime cannot run this float32 chain match, or None.
+
+    ``broadcast_residual``: a matmul's residual may broadcast to the output (the offload
+    table; the int8 quantizer groups chains with an exact-shape residual only).
+    """
     if leaks_intermediate(ctx):
         return "an intermediate value is used outside the chain"
     ann = ctx.annotated_expr
@@ -71,6 +85,10 @@ def why_not_chain(spec: ChainSpec, ctx: PatternCheckContext) -> str | None:
     reason = WHY_NOT_OP[root.op.name](root)
     if reason:
         return reason
+    if "scaled" in ann:
+        reason = why_not_output_scale(ann["scaled"], ann["scale"])
+        if reason:
+            return reason
     out_shape = ru.shape_dims(root)
     if spec.bias:
         reason = why_not_bias(spec.base, ann["bias"], out_shape)
@@ -78,8 +96,13 @@ def why_not_chain(spec: ChainSpec, ctx: PatternCheckContext) -> str | None:
             return reason
     if spec.add:
         residual = ann["residual"]
-        same_shape = ru.same_dims(ru.shape_dims(residual), out_shape)
-        if not same_shape or ru.dtype(residual) != ru.dtype(root):
+        if broadcast_residual and spec.base == "matmul":
+            reason = why_not_broadcast_residual(residual, ann["residual_add"], root)
+            if reason:
+                return reason
+        elif not ru.same_dims(ru.shape_dims(residual), out_shape) or (
+            ru.dtype(residual) != ru.dtype(root)
+        ):
             return "the residual must have the output's exact shape and dtype"
     if spec.activation:
         return why_not_activation(spec.activation, ann)
@@ -91,12 +114,27 @@ def why_not_pool_match(ctx: PatternCheckContext) -> str | None:
 
 
 def pattern_table() -> list[FusionPattern]:
-    """The full table in priority order (longest chains first, then pools)."""
+    """The conv2d/matmul chains and pools in priority order (longest chains first, then
+    pools): the float32 layers the int8 quantizer plans. :func:`offload_pattern_table`
+    is what the partition offloads."""
+    return _chain_and_pool_table(extended=False)
+
+
+def offload_pattern_table() -> list[FusionPattern]:
+    """The float32 offload table in priority order: the chains (a matmul may also fuse a
+    scalar output scale and a broadcasting residual), pools, then the transformer ops
+    (:mod:`tvm_onednn.byoc.tpatterns`), so that a chain keeps its bias, residual and
+    activation before a standalone element-wise op could take them."""
+    return _chain_and_pool_table(extended=True) + transformer_table()
+
+
+def _chain_and_pool_table(extended: bool) -> list[FusionPattern]:
     table = []
     for spec in chain_specs():
-        check = make_check(spec.name, functools.partial(why_not_chain, spec), logger)
+        why_not = functools.partial(why_not_chain, spec, broadcast_residual=extended)
+        check = make_check(spec.name, why_not, logger)
         for residual_first in (False, True) if spec.add else (None,):
-            pattern, annotations = chain_pattern(spec, residual_first)
+            pattern, annotations = chain_pattern(spec, residual_first, scaled=extended)
             table.append(FusionPattern(spec.name, pattern, annotations, check))
     for kind in POOLS:
         name = pool_name(kind)
@@ -112,13 +150,13 @@ def register() -> None:
     from tvm.relax.backend.pattern_registry import register_patterns
 
     # get_patterns_with_prefix returns the registry reversed: register lowest priority first.
-    register_patterns(list(reversed(pattern_table())))
+    register_patterns(list(reversed(offload_pattern_table())))
 
 
 @functools.cache
 def annotation_map() -> Mapping[str, Pattern]:
     """Pattern and annotations by float32 composite name (to re-read a composite)."""
-    table = {s.name: chain_pattern(s) for s in chain_specs()}
+    table = {s.name: chain_pattern(s, scaled=True) for s in chain_specs()}
     table.update({pool_name(p): pool_pattern(p) for p in POOLS})
     return table
 

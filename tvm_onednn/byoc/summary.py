@@ -11,6 +11,7 @@ from tvm import relax
 from .chains import BACKEND
 from .checks import WHY_NOT_OP
 from .partition import partition_for_onednn
+from .tpatterns import WHY_NOT_STANDALONE
 
 # Ops that run in oneDNN only as a post-op (bias, residual add, activation) of a chain.
 EPILOGUE_OPS = frozenset(
@@ -105,15 +106,39 @@ def _composite_calls(region: relax.Function) -> list[tuple[str, relax.Function]]
 OUTSIDE_DATAFLOW = "it is outside a dataflow block (patterns are matched inside them only)"
 
 
+NOT_WORTH_A_REGION = (
+    "alone (no conv2d, matmul, pool, layer_norm or softmax region next to it) it is not "
+    "worth a oneDNN call"
+)
+NO_PATTERN_FITS = "no pattern fits its neighbours (or one leaks a value)"
+#: Heavy ops (regions are built around them) of the transformer table.
+_HEAVY_STANDALONE = ("relax.nn.layer_norm", "relax.nn.softmax")
+
+
 def _kept_reason(op: str, call: relax.Call, in_dataflow: bool) -> str:
     if not in_dataflow:
         return OUTSIDE_DATAFLOW
     why_not = WHY_NOT_OP.get(op)
     if why_not is not None:
-        return why_not(call) or "no pattern fits its neighbours (or one leaks a value)"
+        return why_not(call) or NO_PATTERN_FITS
+    why_not = WHY_NOT_STANDALONE.get(op)
+    if why_not is not None:
+        reason = _safe(why_not, call)
+        if reason:
+            return reason
+        return NO_PATTERN_FITS if op in _HEAVY_STANDALONE else NOT_WORTH_A_REGION
     if op in EPILOGUE_OPS:
         return "oneDNN runs it only fused after a conv2d/matmul, and none fits here"
     return "oneDNN has no pattern for this op"
+
+
+def _safe(why_not, call: relax.Call) -> str | None:
+    """A standalone check of a call the table may not have matched at all (e.g. an
+    argument that is no tensor): its failure is a reason, not a crash."""
+    try:
+        return why_not(call)
+    except (AttributeError, TypeError, ValueError, IndexError) as err:
+        return f"its operands are not what oneDNN takes ({err})"
 
 
 def _calls_with_context(func: relax.Function) -> list[tuple[relax.Call, bool]]:

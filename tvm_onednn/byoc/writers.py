@@ -174,6 +174,8 @@ def write_chain(site: CompositeCall) -> dict[str, Any]:
     if spec.add:
         inputs.append(operand(ann["residual"]))
     attrs = conv2d_attrs(ann["root"]) if spec.base == "conv2d" else {}
+    if "scale" in ann:  # matmul(a, b) * c, c a scalar constant (FoldMatmulScale)
+        attrs["output_scale"] = ru.scalar_value(ann["scale"])
     attrs.update(activation_attrs(spec.activation, ann.get("activation")))
     return node(site, inputs, attrs)
 
