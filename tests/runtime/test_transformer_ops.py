@@ -309,20 +309,23 @@ def test_matmul_output_scale_and_broadcast_residual(bias, add):
     assert stats(mod)["primitives_per_call"] == 1  # post-ops, no extra primitive
 
 
-def test_matmul_2d_weight_broadcast_residual():
-    """a [n, s, 16] @ const [16, 4] + residual [1, 1, 4] and [n, 1, 4]: the first folds into
-    [M, 4] (bias-like), the second runs at full rank."""
-    a, w = rand(3, 5, 16, seed=22), rand(16, 4, seed=23)
+@pytest.mark.parametrize("bias", [False, True])
+def test_matmul_2d_weight_broadcast_residual(bias):
+    """a [n, s, 16] @ const [16, 4] (* 0.5, + bias) + residual [1, 1, 4], [4] or [n, 1, 4]:
+    the first two fold into [M, 4] (bias-like), the last runs at full rank."""
+    a, w, b = rand(3, 5, 16, seed=22), rand(16, 4, seed=23), rand(4, seed=28)
     for rshape in [(1, 1, 4), (3, 1, 4), (4,)]:
         r = rand(*rshape, seed=24)
         sg = Subgraph()
         rdecl = tuple("n" if (d == 3 and i == 0) else d for i, d in enumerate(rshape))
-        sg.output(sg.node("onednn.matmul_add_relu",
-                          [sg.input(("n", "s", 16)), sg.const(w), sg.input(rdecl)],
-                          ("n", "s", 4), output_scale=0.5))
-        (out,) = call(sg, sg.build(), [a, r], {"n": 3, "s": 5})
-        ref = np.maximum(np.matmul(a.astype(np.float64), w) * 0.5 + r, 0)
+        ops = [sg.input(("n", "s", 16)), sg.const(w)] + ([sg.const(b)] if bias else [])
+        name = "onednn.matmul_bias_add_relu" if bias else "onednn.matmul_add_relu"
+        sg.output(sg.node(name, ops + [sg.input(rdecl)], ("n", "s", 4), output_scale=0.5))
+        mod = sg.build()
+        (out,) = call(sg, mod, [a, r], {"n": 3, "s": 5})
+        ref = np.maximum(np.matmul(a.astype(np.float64), w) * 0.5 + (b if bias else 0) + r, 0)
         close(out, ref, rtol=1e-5, atol=1e-5)
+        assert stats(mod)["steps_per_call"] == 1
 
 
 def test_matmul_transposed_constant_weight_and_scalar_constant():
