@@ -1079,7 +1079,13 @@ class Planner {
     std::vector<ArgBinding> args;
     args.push_back({DNNL_ARG_SRC_0, buf0, dst_md});
     args.push_back({DNNL_ARG_SRC_1, Operand(g_.ValueId(node.inputs[src1]), md1, n, "b"), md1});
-    BufRef dst = DstBuffer(n, dst_md, direct);
+    // In place (oneDNN's binary allows dst == src0) when src0 is an intermediate dying here.
+    const ValueRef& r0 = node.inputs[src0];
+    ValueState& v0 = vals_[vid0];
+    bool in_place = !expand && !direct && buf0.kind == v0.buf.kind &&
+                    buf0.index == v0.buf.index && CanSumInPlace(n, r0, dst_md);
+    BufRef dst = in_place ? buf0 : DstBuffer(n, dst_md, direct);
+    if (in_place) v0.transferred = true;
     if (expand) slots_.Release(buf0.index);  // the expanded copy is read by this node only
     args.push_back({DNNL_ARG_DST, dst, dst_md});
     FinishNode(n, pd, dnnl::binary(pd), std::move(args), dst_md, dst, direct, "none", md0,

@@ -183,6 +183,25 @@ def test_binary_constant_operand_symbolic(op, const_side):
         close(out, BINARY[op](*(v.astype(np.float64) for v in args)), rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("reuse", [False, True])
+def test_binary_in_place(reuse):
+    """add(y, b) writes into y's buffer when y dies there (one slot for the chain); when y is
+    read again afterwards it gets its own dst."""
+    x, b = rand(2, 3, 8, seed=51), rand(8, seed=52)
+    sg = Subgraph()
+    y = sg.node("onednn.relu", [sg.input(("n", 3, 8))], ("n", 3, 8))
+    z = sg.node("onednn.add", [y, sg.input((8,))], ("n", 3, 8))
+    if reuse:
+        z = sg.node("onednn.multiply", [z, y], ("n", 3, 8))
+    sg.output(sg.node("onednn.gelu", [z], ("n", 3, 8)))
+    mod = sg.build()
+    (out,) = call(sg, mod, [x, b], {"n": 2})
+    y_ref = np.maximum(x.astype(np.float64), 0)
+    z_ref = (y_ref + b) * (y_ref if reuse else 1)
+    close(out, activation(z_ref, "gelu"), rtol=1e-6, atol=1e-6)
+    assert stats(mod)["num_slots"] == (2 if reuse else 1)
+
+
 def test_binary_with_activation_and_symbolic_broadcast():
     """add_gelu / subtract_relu, a [n, 1, s] with b [n, s, 1] -> [n, s, s] (both broadcast)."""
     a, b = rand(2, 1, 5, seed=12), rand(2, 5, 1, seed=13)
