@@ -8,7 +8,14 @@
  *    same implementation (no reorder); otherwise one reorder is planned before the conv.
  *  - constants are reordered (packed) once here, never per call.
  *  - pools consume their producer's layout as is.
- *  - matmul works on plain row-major views; constant b is packed with format_tag::any.
+ *  - matmul runs on its operands' own layouts (plain, or the strided / permuted views of
+ *    reshape / transpose nodes) when oneDNN has a non-reference kernel for them, else on plain
+ *    copies; constant b (or a transpose of one) is packed with format_tag::any.
+ *  - reshape / transpose run nothing: their value is a view of the data's buffer (slots count
+ *    their viewers, so a buffer lives until its last view dies and is never summed into while
+ *    viewed).
+ *  - layer_norm / softmax / eltwise / binary read and write plain data; softmax's nan_to_zero
+ *    and a binary's non-broadcastable src0 are host steps (plan.h, HostOp).
  *  - a node whose value is only a region output writes the user's buffer directly when its
  *    dst layout is (or can be, with the same implementation) plain; otherwise a reorder copies.
  *  - `_add`: sum post-op in place into the residual's buffer when that value is an internal
