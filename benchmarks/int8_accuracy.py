@@ -66,7 +66,17 @@ def source_photos(which: str = "all") -> dict[str, np.ndarray]:
 
         for name in EXTRA_SKIMAGE_PHOTOS:
             photos[name] = _images._rgb(getattr(skimage.data, name)())
-    return photos
+    return {name: _shrink(image) for name, image in photos.items()}
+
+
+def _shrink(image: np.ndarray, short_side: int = 512) -> np.ndarray:
+    """Large photos (retina, hubble) downscaled once so that crops are cheap to resize."""
+    h, w = image.shape[:2]
+    if min(h, w) <= short_side:
+        return image
+    scale = short_side / min(h, w)
+    small = _images._resize(image, round(h * scale), round(w * scale))
+    return np.round(small * 255).astype(np.uint8)
 
 
 def _crop(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -184,6 +194,15 @@ def _peer_missing(system: str) -> str | None:
     return None
 
 
+def check_systems(systems: Iterable[str]) -> None:
+    """Raise ValueError for a system that is not ``tvm-onednn:<mode>``, ``ort:minmax|entropy``
+    or ``nncf:default|bias_correction``."""
+    known = {*PEERS}
+    bad = [s for s in systems if s not in known and not s.startswith("tvm-onednn:")]
+    if bad:
+        raise ValueError(f"unknown systems {bad}; known: tvm-onednn:<calib_mode>, {sorted(known)}")
+
+
 def _evaluate(predict: Predict, x: np.ndarray, batch: int) -> np.ndarray:
     return np.concatenate([np.asarray(predict(x[i : i + batch])) for i in range(0, len(x), batch)])
 
@@ -199,6 +218,7 @@ def run_systems(
     tmp: Path,
 ) -> dict[str, dict]:
     """Quantize with every system on ``calib`` and score it on ``held_out``."""
+    check_systems(systems)
     results: dict[str, dict] = {}
     for system in systems:
         kind, _, variant = system.partition(":")
@@ -349,9 +369,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     n_calib = [int(v) for v in args.n_calib.split(",")]
     systems = [s for s in args.systems.split(",") if s]
-    bad = [s for s in systems if s.split(":")[0] not in ("tvm-onednn", "ort", "nncf")]
-    if bad:
-        parser.error(f"unknown systems {bad}")
+    try:
+        check_systems(systems)
+    except ValueError as err:
+        parser.error(str(err))
     report: dict = {"cpu_isa": cpu_isa(), "machine": platform.machine(),
                     "versions": _versions(), "models": {}}  # fmt: skip
     print(f"CPU ISA (oneDNN): {report['cpu_isa']}")
