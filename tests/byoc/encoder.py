@@ -41,12 +41,14 @@ def encoder_layer(bb, x, mask_add, rng, b, s):
     probs = bb.emit(relax.op.nn.softmax(scores, axis=-1))
     probs = bb.emit(relax.op.where(bb.emit(relax.op.isnan(probs)), _const(0.0), probs))
     ctx = bb.emit(relax.op.matmul(probs, v))
-    ctx = bb.emit(relax.op.reshape(bb.emit(relax.op.permute_dims(ctx, [0, 2, 1, 3])), [b, s, HIDDEN]))
+    ctx = bb.emit(relax.op.permute_dims(ctx, [0, 2, 1, 3]))
+    ctx = bb.emit(relax.op.reshape(ctx, [b, s, HIDDEN]))
     attn = bb.emit(relax.op.add(dense(ctx, HIDDEN, HIDDEN), x))
     attn = bb.emit(_layer_norm(attn, rng))
     h = dense(attn, HIDDEN, FFN)
     erf = bb.emit(relax.op.erf(bb.emit(relax.op.divide(h, _const(1.4142135)))))
-    h = bb.emit(relax.op.multiply(bb.emit(relax.op.multiply(h, bb.emit(relax.op.add(erf, _const(1.0))))), _const(0.5)))
+    h = bb.emit(relax.op.multiply(h, bb.emit(relax.op.add(erf, _const(1.0)))))
+    h = bb.emit(relax.op.multiply(h, _const(0.5)))  # GELU as exported: x * (erf + 1) * 0.5
     out = bb.emit(relax.op.add(dense(h, FFN, HIDDEN), attn))
     return bb.emit(_layer_norm(out, rng))
 
@@ -71,7 +73,8 @@ def encoder_module(layers: int = 1, seed: int = 0) -> tvm.IRModule:
             keep = bb.emit(relax.op.broadcast_to(keep, [b, 1, s, s]))
             out = x
             for _ in range(layers):
-                mask_add = bb.emit(relax.op.where(keep, _const(0.0), _const(-3.4028234663852886e38)))
+                big = _const(-3.4028234663852886e38)
+                mask_add = bb.emit(relax.op.where(keep, _const(0.0), big))
                 out = encoder_layer(bb, out, mask_add, rng, b, s)
             gv = bb.emit_output(out)
         bb.emit_func_output(gv)

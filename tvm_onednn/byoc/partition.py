@@ -265,8 +265,9 @@ def is_light_region(func: relax.Function) -> bool:
 
 
 def _symbol_map(params: list[relax.Var], args: list[relax.Expr]) -> dict:
-    """A function's symbolic dims (by object hash) -> the caller's dims, read off the
-    shapes of its parameters and the arguments it is called with."""
+    """A function's symbolic dims -> the caller's dims, read off the shapes of its
+    parameters and the arguments it is called with. Keyed by object hash: TIR variables
+    compare with == into expressions, not bools."""
     found = {}
     for param, arg in zip(params, args):
         own, given = ru.shape_dims(param), ru.shape_dims(arg)

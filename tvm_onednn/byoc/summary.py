@@ -123,22 +123,13 @@ def _kept_reason(op: str, call: relax.Call, in_dataflow: bool) -> str:
         return why_not(call) or NO_PATTERN_FITS
     why_not = WHY_NOT_STANDALONE.get(op)
     if why_not is not None:
-        reason = _safe(why_not, call)
+        reason = why_not(call)
         if reason:
             return reason
         return NO_PATTERN_FITS if op in _HEAVY_STANDALONE else NOT_WORTH_A_REGION
     if op in EPILOGUE_OPS:
         return "oneDNN runs it only fused after a conv2d/matmul, and none fits here"
     return "oneDNN has no pattern for this op"
-
-
-def _safe(why_not, call: relax.Call) -> str | None:
-    """A standalone check of a call the table may not have matched at all (e.g. an
-    argument that is no tensor): its failure is a reason, not a crash."""
-    try:
-        return why_not(call)
-    except (AttributeError, TypeError, ValueError, IndexError) as err:
-        return f"its operands are not what oneDNN takes ({err})"
 
 
 def _calls_with_context(func: relax.Function) -> list[tuple[relax.Call, bool]]:

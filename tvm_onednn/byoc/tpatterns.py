@@ -20,12 +20,18 @@ from types import MappingProxyType
 
 import tvm
 from tvm import relax
-from tvm.relax.dpl.pattern import DFPattern, is_const, is_op, wildcard
+from tvm.relax.dpl.pattern import is_const, is_op, wildcard
 from tvm.relax.transform import FusionPattern, PatternCheckContext
 
 from .. import relax_utils as ru
 from .chains import ACTIVATIONS, BACKEND, Pattern
-from .checks import FLOAT_DTYPES, leaks_intermediate, make_check, why_not_activation, why_not_symbols
+from .checks import (
+    FLOAT_DTYPES,
+    leaks_intermediate,
+    make_check,
+    why_not_activation,
+    why_not_symbols,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -208,6 +214,7 @@ def why_not_reshape(call: relax.Call) -> str | None:
 
 
 def _symbol_key(var: tvm.tirx.Var) -> int:
+    # TIR variables compare with == into expressions, not bools: count them by object.
     return var.__hash__()
 
 
@@ -278,7 +285,10 @@ def _check(name: str, why_not: Callable[[Mapping[str, relax.Expr]], "str | None"
 
 
 def _why_not_softmax_match(ann: Mapping[str, relax.Expr]) -> str | None:
-    return why_not_softmax(ann["root"]) or ("zero" in ann and why_not_nan_guard(ann["zero"])) or None
+    reason = why_not_softmax(ann["root"])
+    if reason is None and "zero" in ann:
+        reason = why_not_nan_guard(ann["zero"])
+    return reason
 
 
 def _why_not_binary_match(activation: str | None, ann: Mapping[str, relax.Expr]) -> str | None:

@@ -6,8 +6,14 @@ from __future__ import annotations
 from typing import Any
 
 from .. import relax_utils as ru
-from .tpatterns import LAYER_NORM, RESHAPE, SOFTMAX, TRANSPOSE, transformer_annotations
-from .tpatterns import transformer_composite_names
+from .tpatterns import (
+    LAYER_NORM,
+    RESHAPE,
+    SOFTMAX,
+    TRANSPOSE,
+    transformer_annotations,
+    transformer_composite_names,
+)
 from .writers import CodegenError, CompositeCall, activation_attrs, node, register_writer
 
 

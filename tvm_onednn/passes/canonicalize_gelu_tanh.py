@@ -33,7 +33,8 @@ def _gelu_tanh_pattern() -> tuple[DFPattern, DFPattern, dict[str, DFPattern]]:
     x_squared = is_op("relax.multiply")(x, x)
     x_cubed = is_op("relax.power")(x, three) | _both("relax.multiply", x_squared, x)
     inner = _both("relax.add", x, _both("relax.multiply", x_cubed, cubic))
-    one_plus_tanh = _both("relax.add", is_op("relax.tanh")(_both("relax.multiply", inner, slope)), one)
+    tanh = is_op("relax.tanh")(_both("relax.multiply", inner, slope))
+    one_plus_tanh = _both("relax.add", tanh, one)
     # (x * (1 + t)) * 0.5  |  (x * 0.5) * (1 + t)  |  x * ((1 + t) * 0.5)
     pattern = (
         _both("relax.multiply", _both("relax.multiply", x, one_plus_tanh), half)
