@@ -525,3 +525,12 @@ def test_tensor_spec_concrete_and_with_batch():
         frontend.TensorSpec("y", (1, 3), "float32").with_batch(2)
     assert frontend.TensorSpec.from_dict(spec.as_dict()) == spec
     assert spec.as_dict() == {"name": "x", "shape": ["batch", 3, "seq"], "dtype": "float32"}
+
+
+def test_import_writes_nothing_into_the_working_directory(encoder_onnx, tmp_path, monkeypatch):
+    """Folding free-dim models (shape inference included) leaves the caller's cwd alone."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelImportError, match="fix them with shape_dict"):
+        from_onnx(encoder_onnx)  # folded first, then refused: its reshapes bake in seq 16
+    from_onnx(yolov8_like_onnx(size=64, w=0.125, dynamic_batch=True))
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -395,15 +395,11 @@ def _shape_dims_read(
 
 
 def _infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto | None:
-    """``model`` with inferred shapes: onnxruntime's symbolic inference when sympy is there
-    (it does arithmetic on free dims: a reshape of ``[batch, 144, 8, 8]`` to ``[batch, 144,
-    -1]`` gives ``[batch, 144, 64]``), else ONNX's with data propagation. None if both fail."""
-    try:
-        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+    """``model`` with shapes inferred by ONNX (with data propagation); None if it fails.
 
-        return SymbolicShapeInference.infer_shapes(model)
-    except Exception as err:  # noqa: BLE001  (ImportError without sympy, or an op it lacks)
-        log.debug("onnxruntime's symbolic shape inference failed (%s)", _why(err))
+    onnxruntime's symbolic inference is not used: when it cannot infer every shape it saves
+    ``sym_shape_infer_temp.onnx`` and its weights into the caller's working directory.
+    """
     try:
         return onnx.shape_inference.infer_shapes(model, data_prop=True)
     except Exception:  # noqa: BLE001  (an invalid graph: onnxruntime will say what is wrong)
