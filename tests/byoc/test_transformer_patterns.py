@@ -118,9 +118,10 @@ def test_softmax_guard_must_write_zero():
     assert summary.kept_ops["relax.where"] == 1
 
 
+@pytest.mark.parametrize("kind", SHAPES)
 @pytest.mark.parametrize("activation", ["gelu", "gelu_tanh", "relu", "sigmoid", "tanh", "silu"])
-def test_standalone_activation_after_layer_norm(activation):
-    shape, run_shape = _shape("symbolic")
+def test_standalone_activation_after_layer_norm(activation, kind):
+    shape, run_shape = _shape(kind)
     act = {
         "gelu": relax.op.nn.gelu,
         "gelu_tanh": relax.op.nn.gelu_tanh,
@@ -163,14 +164,15 @@ def test_broadcast_binary_after_layer_norm(kind, op):
     _assert_like_tvm(mod, _data(*run_shape), y)
 
 
+@pytest.mark.parametrize("kind", SHAPES)
 @pytest.mark.parametrize("activation", ["relu", "gelu", "clip"])
-def test_binary_with_activation(activation):
+def test_binary_with_activation(activation, kind):
     act = {
         "relu": relax.op.nn.relu,
         "gelu": relax.op.nn.gelu,
         "clip": lambda t: relax.op.clip(t, -0.5, 0.5),
     }[activation]
-    shape, run_shape = _shape("symbolic")
+    shape, run_shape = _shape(kind)
     mod = _function(
         [_tensor("x", shape), _tensor("y", shape)],
         lambda bb, x, y: act(bb.emit(relax.op.add(_layer_norm(bb, x, 32), y))),
