@@ -1,8 +1,9 @@
-"""``tvm-onednn benchmark``: median latency and images/s, optionally vs ONNX Runtime.
+"""``tvm-onednn benchmark``: per batch size, median latency, items/s and the first call at
+a new shape, optionally vs ONNX Runtime.
 
-Systems are timed interleaved: each round runs a block of calls of every system in turn,
-so load from other processes lands on all of them alike; the median over all calls is
-reported. One call is one synchronous inference of the whole batch.
+Systems are timed interleaved: each round runs a block of calls of every system (and
+batch) in turn, so load from other processes lands on all of them alike; the median over
+all calls is reported. One call is one synchronous inference of the whole batch.
 """
 
 from __future__ import annotations
@@ -55,8 +56,6 @@ class Measurement:
     @property
     def items_per_second(self) -> float:
         return self.batch / (self.median_ms / 1e3)
-
-    images_per_second = items_per_second  # the name used before batches were items
 
 
 @dataclass
@@ -201,7 +200,7 @@ def require_plot() -> None:
 
 
 def save_plot(report: BenchmarkReport, path: str) -> None:
-    """A bar chart of images/s per system, one group of bars per batch size."""
+    """A bar chart of items/s per system, one group of bars per batch size."""
     import matplotlib
 
     matplotlib.use("Agg")
