@@ -59,7 +59,8 @@ float ParseScale(const Any& v, const std::string& what, const QuantFail& fail) {
   return static_cast<float>(d);
 }
 
-void CheckZeroPoint(const Any& v, const std::string& what, const QuantFail& fail) {
+/*! \brief A zero point: a JSON integer (its range is checked against the dtype later). */
+int32_t ParseZeroPoint(const Any& v, const std::string& what, const QuantFail& fail) {
   int64_t zp = 0;
   if (v.as<bool>().has_value()) {
     fail(what + " must be an integer, got bool");
@@ -71,10 +72,24 @@ void CheckZeroPoint(const Any& v, const std::string& what, const QuantFail& fail
   } else {
     fail(what + " must be an integer, got " + JsonTypeName(v));
   }
-  if (zp != 0) {
-    fail(what + " is " + std::to_string(zp) +
-         ": non-zero zero points are not supported (this runtime runs symmetric int8; "
-         "zero points must be 0)");
+  if (zp < -1000000 || zp > 1000000) fail(what + " = " + std::to_string(zp) + " is out of range");
+  return static_cast<int32_t>(zp);
+}
+
+/*! \brief `zp` must be representable in `dtype` (u8: 0..255, s8: -128..127); 0 for float32. */
+void CheckZeroPointRange(int32_t zp, DType dtype, const std::string& what,
+                         const QuantFail& fail) {
+  if (!IsInt8(dtype)) {
+    if (zp != 0) {
+      fail("quant." + what + " is " + std::to_string(zp) +
+           ", but that value is float32 (a zero point needs a u8/s8 value)");
+    }
+    return;
+  }
+  int lo = dtype == DType::kUInt8 ? 0 : -128, hi = dtype == DType::kUInt8 ? 255 : 127;
+  if (zp < lo || zp > hi) {
+    fail("quant." + what + " = " + std::to_string(zp) + " is outside the range of " +
+         DTypeName(dtype) + " [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
   }
 }
 
@@ -139,9 +154,13 @@ QuantParams ParseQuant(const OpSpec& spec, const Any* quant, const QuantFail& fa
     if (!v.has_value()) return std::nullopt;
     return ParseScale(*v, std::string("quant.") + key, fail);
   };
-  for (const char* zp : {kSrcZp, kResZp, kDstZp}) {
-    if (auto v = get(zp)) CheckZeroPoint(*v, std::string("quant.") + zp, fail);
-  }
+  auto zero_point = [&](const char* key) -> int32_t {
+    auto v = get(key);
+    return v.has_value() ? ParseZeroPoint(*v, std::string("quant.") + key, fail) : 0;
+  };
+  q.src_zp = zero_point(kSrcZp);
+  q.residual_zp = zero_point(kResZp);
+  q.dst_zp = zero_point(kDstZp);
   q.src_scale = scale(kSrcScale);
   q.residual_scale = scale(kResScale);
   q.dst_scale = scale(kDstScale);
@@ -190,10 +209,32 @@ void ValidateQuant(const Graph& g, const Node& node, const QuantFail& fail) {
       }
     }
   }
+  if (spec.base != BaseOp::kQuantize) {
+    CheckZeroPointRange(q.src_zp, g.Info(node.inputs[0]).dtype, kSrcZp, fail);
+  }
+  CheckZeroPointRange(q.dst_zp, node.out.dtype, kDstZp, fail);
+  if (spec.has_add) {
+    CheckZeroPointRange(q.residual_zp, g.Info(node.inputs[spec.ResidualIndex()]).dtype, kResZp,
+                        fail);
+  }
   if (spec.base == BaseOp::kMaxPool2d && q.src_scale && q.dst_scale &&
       *q.src_scale != *q.dst_scale) {
     fail("quant.src_scale (" + Num(*q.src_scale) + ") and quant.dst_scale (" +
          Num(*q.dst_scale) + ") must be equal for int8 max pooling (it cannot rescale)");
+  }
+  if (spec.base == BaseOp::kMaxPool2d && q.src_zp != q.dst_zp) {
+    fail("quant.src_zero_point (" + std::to_string(q.src_zp) + ") and quant.dst_zero_point (" +
+         std::to_string(q.dst_zp) + ") must be equal for int8 max pooling (it cannot shift)");
+  }
+  if (spec.base == BaseOp::kAvgPool2d && q.src_zp != 0 && node.attrs.count_include_pad) {
+    const NodeAttrs& a = node.attrs;
+    bool padded = a.ceil_mode;
+    for (int64_t p : a.padding) padded = padded || p > 0;
+    if (padded) {
+      fail("quant.src_zero_point is " + std::to_string(q.src_zp) +
+           ": int8 avg pooling with count_include_pad and padding (or ceil_mode) needs a src "
+           "zero point of 0 (oneDNN pads with stored 0, which is not real 0)");
+    }
   }
   if (spec.base != BaseOp::kDequantize) {
     if (IsInt8(node.out.dtype) && !q.dst_scale) {
@@ -227,6 +268,24 @@ void SetReorderScales(const Node& node, dnnl::primitive_attr* attr) {
   if (node.spec->base == BaseOp::kDequantize) attr->set_scales_mask(DNNL_ARG_SRC, 0);
 }
 
+void SetZeroPoints(const Node& node, dnnl::primitive_attr* attr) {
+  if (!node.spec->quantized || node.spec->IsPool()) return;
+  if (node.quant.src_zp != 0) attr->set_zero_points_mask(DNNL_ARG_SRC, 0);
+  if (node.quant.dst_zp != 0) attr->set_zero_points_mask(DNNL_ARG_DST, 0);
+}
+
+std::vector<std::pair<int, int32_t>> ZeroPointArgs(const Node& node) {
+  std::vector<std::pair<int, int32_t>> out;
+  if (!node.spec->quantized || node.spec->IsPool()) return out;
+  if (node.quant.src_zp != 0) {
+    out.push_back({DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, node.quant.src_zp});
+  }
+  if (node.quant.dst_zp != 0) {
+    out.push_back({DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_DST, node.quant.dst_zp});
+  }
+  return out;
+}
+
 std::vector<std::pair<int, std::vector<float>>> ScaleArgs(const Node& node, float weight_factor) {
   std::vector<std::pair<int, std::vector<float>>> out;
   const OpSpec& spec = *node.spec;
@@ -250,9 +309,17 @@ float ResidualScale(const Node& node) {
   return node.quant.residual_scale ? *node.quant.residual_scale : 1.f;
 }
 
+int32_t ResidualZeroPoint(const Node& node) { return node.quant.residual_zp; }
+
 float PoolRescale(const Node& node) {
   if (!node.spec->quantized || !node.spec->IsPool()) return 1.f;
   return *node.quant.src_scale / *node.quant.dst_scale;
+}
+
+float PoolShift(const Node& node) {
+  if (!node.spec->quantized || !node.spec->IsPool()) return 0.f;
+  return static_cast<float>(node.quant.dst_zp) -
+         static_cast<float>(node.quant.src_zp) * PoolRescale(node);
 }
 
 std::string CpuIsaName() {

@@ -3,9 +3,12 @@
  * \brief int8 nodes: the `quant` object (parsing, validation) and the oneDNN attributes and
  *        scale memories built from it (docs/subgraph-format.md, "int8 nodes").
  *
- * Math (real = scale * q, zero points are 0):
+ * Math (real = scale * (q - zero_point)):
  *  - qconv2d / qmatmul: oneDNN v3 computes
- *      dst = saturate(round(post_ops(src_scale * wei_scale[o] * acc_s32 + bias) / dst_scale))
+ *      dst = saturate(round(post_ops(src_scale * wei_scale[o] * acc_s32 + bias) / dst_scale
+ *                           + dst_zp))
+ *    (acc_s32 over q_src - src_zp); zero points are s32 memories bound as
+ *    `DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_<X>` (set only when non-zero).
  *    with src/weights/dst scales set by `set_scales_mask` and passed at execution as
  *    `DNNL_ARG_ATTR_SCALES | DNNL_ARG_<X>` memories; the dst scale is set only for u8/s8 outputs.
  *    The residual is post-op 0: `sum(residual_scale)` (the sum adds scale * stored value in f32,
@@ -33,12 +36,13 @@ namespace tvm_onednn {
 struct Graph;
 struct Node;
 
-/*! \brief The parsed `quant` object of an int8 node. Zero points are checked to be 0. */
+/*! \brief The parsed `quant` object of an int8 node (zero points default to 0). */
 struct QuantParams {
   std::optional<float> src_scale;
   std::vector<float> weight_scales;  // 1 (per tensor) or one per output channel
   std::optional<float> residual_scale;
   std::optional<float> dst_scale;
+  int32_t src_zp = 0, residual_zp = 0, dst_zp = 0;
 };
 
 /*! \brief Reports a validation error (throws; never returns). */
@@ -48,14 +52,16 @@ using QuantFail = std::function<void(const std::string&)>;
  * \brief Parse the node's `quant` field (`quant` is nullptr when absent) for op `spec`.
  *        Checks presence (only int8 ops have one, and they must), known keys for the op, the
  *        scales (positive finite float32 numbers; weight_scales a non-empty list) and the zero
- *        points (integers, must be 0).
+ *        points (integers; their range is checked against the dtypes by ValidateQuant).
  */
 QuantParams ParseQuant(const OpSpec& spec, const tvm::ffi::Any* quant, const QuantFail& fail);
 
 /*!
  * \brief Cross-check `quant` with the node's operands (dtypes already validated):
  *        weight_scales has 1 or O (conv) / N (matmul) entries, residual_scale is given iff the
- *        residual is u8/s8, dst_scale is given iff the output is u8/s8, pools have both scales.
+ *        residual is u8/s8, dst_scale is given iff the output is u8/s8, pools have both scales;
+ *        zero points lie in their tensor's dtype range, and the pools' are exact
+ *        (max pool: equal scales and zero points; avg pool with a src zero point: no padded taps).
  */
 void ValidateQuant(const Graph& g, const Node& node, const QuantFail& fail);
 
@@ -68,6 +74,12 @@ void SetConvMatmulScales(const Node& node, int weights_ndims, dnnl::primitive_at
 /*! \brief Set the dst (quantize) or src (dequantize) scale mask of the node's reorder. */
 void SetReorderScales(const Node& node, dnnl::primitive_attr* attr);
 
+/*! \brief The zero-point masks (0: one per tensor) of the node's non-zero src / dst zero points. */
+void SetZeroPoints(const Node& node, dnnl::primitive_attr* attr);
+
+/*! \brief The node's non-zero src / dst zero points as (DNNL_ARG_ATTR_ZERO_POINTS | arg, value). */
+std::vector<std::pair<int, int32_t>> ZeroPointArgs(const Node& node);
+
 /*!
  * \brief The scale memories the node's primitive reads at execution, as
  *        (DNNL_ARG_ATTR_SCALES | DNNL_ARG_<X>, values). `weight_factor` multiplies the weight
@@ -78,8 +90,14 @@ std::vector<std::pair<int, std::vector<float>>> ScaleArgs(const Node& node, floa
 /*! \brief Real scale of the residual's stored values: residual_scale (int8 residual), else 1. */
 float ResidualScale(const Node& node);
 
+/*! \brief Zero point of the residual's stored values: residual_zero_point (int8), else 0. */
+int32_t ResidualZeroPoint(const Node& node);
+
 /*! \brief Pools: src_scale / dst_scale (1 for float32 pools or equal scales). */
 float PoolRescale(const Node& node);
+
+/*! \brief Pools: the shift after the rescale, dst_zp - src_zp * src_scale / dst_scale. */
+float PoolShift(const Node& node);
 
 // ------------------------------------------------------------------------------------------
 // Weight "saturation guard" for CPUs without VNNI.

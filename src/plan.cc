@@ -296,13 +296,19 @@ class Planner {
     plan_->init_reorders++;
   }
 
-  /*! \brief Bind the node's int8 scales (constant f32 memories, built once). */
+  /*! \brief Bind the node's int8 scales and zero points (constant memories, built once). */
   void BindScales(int n, float weight_factor, std::vector<ArgBinding>* args) {
     for (const auto& sa : ScaleArgs(g_.nodes[n], weight_factor)) {
       BufRef buf = AddOwnedConst(sa.second.size() * sizeof(float));
       std::memcpy(plan_->const_ptrs[buf.index], sa.second.data(), sa.second.size() * sizeof(float));
       MemDesc md({static_cast<int64_t>(sa.second.size())}, dnnl::memory::data_type::f32, tag::a);
       args->push_back({sa.first, buf, md});
+    }
+    for (const auto& zp : ZeroPointArgs(g_.nodes[n])) {
+      BufRef buf = AddOwnedConst(sizeof(int32_t));
+      std::memcpy(plan_->const_ptrs[buf.index], &zp.second, sizeof(int32_t));
+      MemDesc md({1}, dnnl::memory::data_type::s32, tag::a);
+      args->push_back({zp.first, buf, md});
     }
   }
 
@@ -551,6 +557,7 @@ class Planner {
         // accumulate into the residual's own buffer
         post.residual = ResidualMode::kSum;
         post.residual_scale = rs;
+        post.residual_zp = ResidualZeroPoint(node);
         post.sum_dt = sum_dt(r_dt);
         dst = rv.buf;
         have_dst = true;
@@ -561,6 +568,7 @@ class Planner {
         bin.residual = ResidualMode::kBinary;
         bin.residual_md = rv.md;
         bin.residual_scale = rs;
+        bin.residual_zp = ResidualZeroPoint(node);
         auto pdb = MakeConvPd(node, dims, src_md, any_w, dst_md, bin);
         // A src1 layout other than dst's often pushes oneDNN off its fast kernel (to ref:any).
         if (pdb && (SameElementLayout(rv.md, dst_md) || ImplName(*pdb) == impl0)) {
@@ -585,7 +593,9 @@ class Planner {
             bool private_copy = DataTypeBytes(copy_dt) == DataTypeBytes(dt_dst) &&
                                 copy.kind == BufKind::kSlot && !Aliased(copy) && !direct &&
                                 rv.last_node_use == n && CountUses(node, r) == 1 &&
-                                !(rv.buf.kind == copy.kind && rv.buf.index == copy.index);
+                                !(rv.buf.kind == copy.kind && rv.buf.index == copy.index) &&
+                                // oneDNN's sum has no zero point for an f32 summand
+                                !(ResidualZeroPoint(node) != 0 && copy_dt == dt::f32);
             if (private_copy) {
               for (size_t k = 0; k < rv.alts.size(); ++k) {
                 if (rv.alts[k].second.kind == copy.kind &&
@@ -596,6 +606,7 @@ class Planner {
               }
               post.residual = ResidualMode::kSum;
               post.residual_scale = rs;
+              post.residual_zp = ResidualZeroPoint(node);
               post.sum_dt = sum_dt(copy_dt);
               dst = copy;
               have_dst = true;
@@ -722,6 +733,7 @@ class Planner {
       }
       if (spec.has_add) {
         post.residual_scale = ResidualScale(node);
+        post.residual_zp = ResidualZeroPoint(node);
         if (sum_inplace) {
           post.residual = ResidualMode::kSum;
           post.sum_dt = r_dt == dt_dst ? dt::undef : r_dt;
@@ -826,6 +838,7 @@ class Planner {
     MemDesc any_dst(dims.dst, dt, tag::any);
     PostOps post;
     post.pool_rescale = PoolRescale(node);
+    post.pool_shift = PoolShift(node);
     std::vector<float> fix = PoolDivisorFix(g_, node);
     BufRef fix_buf;
     if (!fix.empty()) {

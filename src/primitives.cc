@@ -138,27 +138,34 @@ NodeDims GetNodeDims(const Graph& g, const Node& node) {
 dnnl::primitive_attr MakeAttr(const Node& node, const PostOps& post, int weights_ndims) {
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-  if (weights_ndims > 0) SetConvMatmulScales(node, weights_ndims, &attr);
+  if (weights_ndims > 0) {
+    SetConvMatmulScales(node, weights_ndims, &attr);
+    SetZeroPoints(node, &attr);
+  }
   dnnl::post_ops ops;
   if (post.output_scale != 1.f) {
     ops.append_eltwise(algorithm::eltwise_linear, post.output_scale, 0.f);
   }
   if (post.bias_md) ops.append_binary(algorithm::binary_add, *post.bias_md);
   if (post.residual == ResidualMode::kSum) {
-    ops.append_sum(post.residual_scale, 0, post.sum_dt);
+    ops.append_sum(post.residual_scale, post.residual_zp, post.sum_dt);
   } else if (post.residual == ResidualMode::kBinary) {
-    // y + rs * r == rs * (y / rs + r): oneDNN v3.2 has no scale for a binary post-op's src1.
+    // y + rs * (r - zp) == rs * (y / rs + r) - rs * zp: oneDNN v3.2 has no scale or zero point
+    // for a binary post-op's src1.
     float rs = post.residual_scale;
-    if (rs != 1.f) ops.append_eltwise(algorithm::eltwise_linear, 1.f / rs, 0.f);
+    if (post.WrapsResidual()) ops.append_eltwise(algorithm::eltwise_linear, 1.f / rs, 0.f);
     ops.append_binary(algorithm::binary_add, post.residual_md);
-    if (rs != 1.f) ops.append_eltwise(algorithm::eltwise_linear, rs, 0.f);
+    if (post.WrapsResidual()) {
+      ops.append_eltwise(algorithm::eltwise_linear, rs,
+                         -rs * static_cast<float>(post.residual_zp));
+    }
   }
   AppendActivation(node, &ops);
   if (post.pool_scale_md.has_value()) {
     ops.append_binary(algorithm::binary_mul, *post.pool_scale_md);
   }
-  if (post.pool_rescale != 1.f) {
-    ops.append_eltwise(algorithm::eltwise_linear, post.pool_rescale, 0.f);
+  if (post.pool_rescale != 1.f || post.pool_shift != 0.f) {
+    ops.append_eltwise(algorithm::eltwise_linear, post.pool_rescale, post.pool_shift);
   }
   attr.set_post_ops(ops);
   return attr;
@@ -279,6 +286,7 @@ std::optional<dnnl::reorder::primitive_desc> MakeQuantReorderPd(const Node& node
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   SetReorderScales(node, &attr);
+  SetZeroPoints(node, &attr);
   try {
     dnnl::reorder::primitive_desc pd(CpuEngine(), src, CpuEngine(), dst, attr,
                                      /*allow_empty=*/true);

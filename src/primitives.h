@@ -24,18 +24,21 @@ enum class ResidualMode { kNone, kSum, kBinary };
  * \brief Post-op chain of one node, in execution order:
  *        [residual] [eltwise] [pool divisor fix] [pool rescale].
  * The residual is `sum(residual_scale, 0, sum_dt)` or, with src1 in its own dtype/layout,
- * `binary_add` -- wrapped in `eltwise_linear(1/rs)` ... `eltwise_linear(rs)` when its stored
- * values carry a scale rs != 1 (an int8 residual read by binary_add). Pools have no other
+ * `binary_add` -- wrapped in `eltwise_linear(1/rs)` ... `eltwise_linear(rs, -rs * zp)` when its
+ * stored values carry a scale rs != 1 or a zero point zp != 0 (an int8 residual read by
+ * binary_add). A sum adds `rs * (stored - zp)` itself. Pools have no other
  * post-ops, so the divisor fix is post-op 0.
  */
 struct PostOps {
   ResidualMode residual = ResidualMode::kNone;
   MemDesc residual_md;        // src1 of the binary_add (kBinary only)
-  float residual_scale = 1.f;  // real value = residual_scale * stored value
+  float residual_scale = 1.f;  // real value = residual_scale * (stored value - residual_zp)
+  int32_t residual_zp = 0;
   // kSum: the dtype the residual is stored in when it differs from dst's (same size: u8 <-> s8)
   dnnl::memory::data_type sum_dt = dnnl::memory::data_type::undef;
   std::optional<MemDesc> pool_scale_md;  // binary_mul src1 fixing avg-pool divisors (ceil_mode)
   float pool_rescale = 1.f;              // int8 pools: src_scale / dst_scale (eltwise_linear)
+  float pool_shift = 0.f;                // int8 pools: dst_zp - src_zp * pool_rescale
   float output_scale = 1.f;              // matmul: eltwise_linear(output_scale) first
   std::optional<MemDesc> bias_md;        // matmul with output_scale: bias as binary_add src1
 
@@ -43,8 +46,10 @@ struct PostOps {
   int LeadingPostOps() const { return (output_scale != 1.f ? 1 : 0) + (bias_md ? 1 : 0); }
   /*! \brief Index of the bias binary_add post-op (bias_md set). */
   int BiasPostOpIndex() const { return output_scale != 1.f ? 1 : 0; }
+  /*! \brief Whether a binary_add residual is wrapped in eltwise_linear post-ops (scale / zp). */
+  bool WrapsResidual() const { return residual_scale != 1.f || residual_zp != 0; }
   /*! \brief Index of the binary_add residual post-op (for DNNL_ARG_ATTR_MULTIPLE_POST_OP). */
-  int ResidualPostOpIndex() const { return LeadingPostOps() + (residual_scale != 1.f ? 1 : 0); }
+  int ResidualPostOpIndex() const { return LeadingPostOps() + (WrapsResidual() ? 1 : 0); }
 };
 
 /*! \brief oneDNN eltwise algorithm and alpha / beta of an activation with the node's attrs. */

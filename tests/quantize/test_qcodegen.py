@@ -217,7 +217,7 @@ def test_residual_add_is_fused_whichever_side_the_chain_is_on():
 @pytest.mark.parametrize(
     "kwargs, reason",
     [
-        ({"src_zp": 3}, "input zero point must be 0"),
+        ({"src_zp": 300, "in_dtype": "int32"}, "input dtype int32 is not one of"),
         ({"in_dtype": "int16"}, "input dtype int16 is not one of"),
         ({"per_channel_src": True}, "input scale must be one value per tensor"),
         ({"weight_param": True}, "weights are packed once at init, so they must be constants"),

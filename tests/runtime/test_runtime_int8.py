@@ -95,15 +95,15 @@ def effective_weights(w, rounding):
     return 2 * np.rint(w / 2)
 
 
-def requantize(y, dtype, scale):
+def requantize(y, dtype, scale, zero_point=0):
     if dtype == "float32":
         return y
     lo, hi = LIMITS[dtype]
-    return np.clip(np.rint(y / scale), lo, hi)
+    return np.clip(np.rint(y / scale + zero_point), lo, hi)  # oneDNN adds zp, then rounds
 
 
-def real(q, scale):
-    return scale * q.astype(np.float64)
+def real(q, scale, zero_point=0):
+    return scale * (q.astype(np.float64) - zero_point)
 
 
 def reference(g: QGraph, inputs, roundings=None, pre_quant=False):
@@ -121,9 +121,9 @@ def reference(g: QGraph, inputs, roundings=None, pre_quant=False):
         dtypes = [g.info(r)["dtype"] for r in node["inputs"]]
         if op == "onednn.quantize":
             y = ops[0]
-            out = requantize(y, node["dtype"], q["dst_scale"])
+            out = requantize(y, node["dtype"], q["dst_scale"], q.get("dst_zero_point", 0))
         elif op == "onednn.dequantize":
-            y = out = real(ops[0], q["src_scale"])
+            y = out = real(ops[0], q["src_scale"], q.get("src_zero_point", 0))
         elif "pool" in op:
             # pool the stored integers, then rescale: with src_scale == dst_scale the factor is
             # exactly 1 and ties (e.g. an average of 12.5) stay exact for rint
@@ -134,16 +134,18 @@ def reference(g: QGraph, inputs, roundings=None, pre_quant=False):
                 p = pool2d(ops[0], kind, attrs["pool_size"], attrs["strides"], attrs["padding"],
                            attrs.get("dilation", [1, 1]), attrs.get("ceil_mode", False),
                            attrs.get("count_include_pad", False))
-            y = q["src_scale"] * p
+            zp_src, zp_dst = q.get("src_zero_point", 0), q.get("dst_zero_point", 0)
+            y = q["src_scale"] * (p - zp_src)
             lo, hi = LIMITS[node["dtype"]]
-            out = np.clip(np.rint(p * (q["src_scale"] / q["dst_scale"])), lo, hi)
+            ratio = q["src_scale"] / q["dst_scale"]
+            out = np.clip(np.rint((p - zp_src) * ratio + zp_dst), lo, hi)
         else:
             base = "conv2d" if op.startswith("onednn.qconv2d") else "matmul"
             bias = "_bias" in op
             add = "_add" in op
             act = op.split("_add")[-1] if add else op[len("onednn.q" + base):]
             act = act.replace("_bias", "").lstrip("_") or None
-            x = real(ops[0], q["src_scale"])
+            x = real(ops[0], q["src_scale"], q.get("src_zero_point", 0))
             ws = np.asarray(q["weight_scales"], dtype=np.float64)
             rounding = roundings[n] if roundings else "none"
             w = effective_weights(ops[1], rounding)
@@ -157,10 +159,11 @@ def reference(g: QGraph, inputs, roundings=None, pre_quant=False):
                     y = y + ops[2].astype(np.float64)
             if add:
                 r = ops[-1]
-                y = y + (real(r, q["residual_scale"]) if dtypes[-1] != "float32" else r)
+                y = y + (real(r, q["residual_scale"], q.get("residual_zero_point", 0))
+                         if dtypes[-1] != "float32" else r)
             y = activation(y, act, **{k: attrs[k] for k in ("clip_min", "clip_max", "alpha")
                                       if k in attrs})
-            out = requantize(y, node["dtype"], q.get("dst_scale"))
+            out = requantize(y, node["dtype"], q.get("dst_scale"), q.get("dst_zero_point", 0))
         vals[("node", n)] = out
         pre[("node", n)] = y
     table = pre if pre_quant else vals
@@ -946,10 +949,13 @@ def _q(d):
      r"quant.weight_scales has 2 entries, expected 1 \(per tensor\) or 8"),
     (lambda d: _q(d).update(weight_scales=[]), "quant.weight_scales must not be empty"),
     (lambda d: _q(d).update(weight_scales=0.1), "quant.weight_scales must be a JSON array"),
-    (lambda d: _q(d).update(src_zero_point=3),
-     "quant.src_zero_point is 3: non-zero zero points are not supported"),
-    (lambda d: _q(d).update(dst_zero_point=-1), "quant.dst_zero_point is -1: non-zero"),
-    (lambda d: _q(d).update(residual_zero_point=128), "quant.residual_zero_point is 128"),
+    (lambda d: _q(d).update(src_zero_point=256),
+     r"quant.src_zero_point = 256 is outside the range of uint8 \[0, 255\]"),
+    (lambda d: _q(d).update(dst_zero_point=-129),
+     r"quant.dst_zero_point = -129 is outside the range of int8 \[-128, 127\]"),
+    (lambda d: _q(d).update(residual_zero_point=128),
+     r"quant.residual_zero_point = 128 is outside the range of int8"),
+    (lambda d: _q(d).update(src_zero_point=1.5), "quant.src_zero_point must be an integer"),
     (lambda d: _q(d).update(dst_scales=0.1), 'unknown quant field "dst_scales"'),
     (lambda d: d["nodes"][-1].update(quant=[1, 2]), '"quant" must be a JSON object'),
     (lambda d: d["constants"][0].update(dtype="uint8"),
@@ -1021,8 +1027,10 @@ def _boundary_graph():
      "output dtype 'float32' must be 'uint8' or 'int8' for quantize"),
     (_boundary_graph, lambda d: d["nodes"][1].update(dtype="int8"),
      "output dtype 'int8' must be 'float32' for dequantize"),
-    (_boundary_graph, lambda d: d["nodes"][1]["quant"].update(src_zero_point=2),
-     r"node 1 \(onednn.dequantize\): quant.src_zero_point is 2"),
+    (_boundary_graph, lambda d: d["nodes"][1]["quant"].update(src_zero_point=200),
+     r"node 1 \(onednn.dequantize\): quant.src_zero_point = 200 is outside the range of int8"),
+    (_pool_graph, lambda d: d["nodes"][0]["quant"].update(dst_zero_point=3),
+     r"quant.src_zero_point \(0\) and quant.dst_zero_point \(3\) must be equal for int8 max"),
     (_boundary_graph, lambda d: d["nodes"][1]["quant"].update(dst_scale=0.1),
      'unknown quant field "dst_scale" for onednn.dequantize'),
     (_boundary_graph, lambda d: d["nodes"][1].update(shape=[3, 2]),

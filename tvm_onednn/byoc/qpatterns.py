@@ -11,8 +11,8 @@ with a quantize (u8/s8 output) or writes float32. The residual is either
 Pools on int8 data are ``quantize(pool(dequantize(x_q)))``; lone ``quantize`` and
 ``dequantize`` are the boundary ops ``onednn.quantize`` / ``onednn.dequantize``.
 
-Check functions reject what the runtime cannot run (non-zero zero points, non-constant
-weights or scales, per-channel activation scales, unsupported dtypes) and say why.
+Check functions reject what the runtime cannot run (non-zero weight zero points, activation
+zero points outside their dtype, non-constant weights or scales, per-channel activation scales, unsupported dtypes) and say why.
 
 The table must be matched *before* ``FoldConstant`` runs: it folds
 ``dequantize(int8 constant)`` into a float32 weight, even inside composite functions
@@ -187,12 +187,23 @@ def _const_values(expr: relax.Expr) -> np.ndarray | None:
     return ru.constant_array(expr) if ru.is_constant(expr) else None
 
 
-def _why_not_zero_point(what: str, zero_point: relax.Expr) -> str | None:
+_ZP_LIMITS = {"int8": (-128, 127), "uint8": (0, 255)}
+
+
+def _why_not_zero_point(what: str, zero_point: relax.Expr, dtype: str | None = None) -> str | None:
+    """Weights (``dtype`` None): 0. Activations: one integer in ``dtype``'s range."""
     values = _const_values(zero_point)
     if values is None:
         return f"{what} zero point must be a constant (the runtime bakes it in at init)"
-    if np.any(values != 0):
-        return f"{what} zero point must be 0 (the runtime runs symmetric quantization only)"
+    if dtype is None:
+        if np.any(values != 0):
+            return f"{what} zero point must be 0 (weights are symmetric)"
+        return None
+    if values.size != 1:
+        return f"{what} zero point must be one value per tensor"
+    lo, hi = _ZP_LIMITS[dtype]
+    if not lo <= int(values.item()) <= hi:
+        return f"{what} zero point {int(values.item())} is outside the range of {dtype}"
     return None
 
 
@@ -214,7 +225,9 @@ def _why_not_quantized(what: str, data: relax.Expr, scale, zero_point) -> str | 
     reason = ru.why_not_plain_dims(ru.shape_dims(data))
     if reason:
         return reason
-    return _why_not_scalar_scale(what, scale) or _why_not_zero_point(what, zero_point)
+    return _why_not_scalar_scale(what, scale) or _why_not_zero_point(
+        what, zero_point, ru.dtype(data)
+    )
 
 
 def _why_not_weight(base: str, ann: dict, out_channels: int) -> str | None:
@@ -323,6 +336,14 @@ def _why_not_qpool(ctx: PatternCheckContext) -> str | None:
     rescales = ru.scalar_value(ann["src_scale"]) != ru.scalar_value(ann["dst_scale"])
     if root.op.name == "relax.nn.max_pool2d" and rescales:
         return "int8 max pooling cannot rescale: input and output scales must be equal"
+    src_zp = int(ru.scalar_value(ann["src_zp"]))
+    if root.op.name == "relax.nn.max_pool2d" and src_zp != int(ru.scalar_value(ann["dst_zp"])):
+        return "int8 max pooling cannot shift: input and output zero points must be equal"
+    if root.op.name == "relax.nn.avg_pool2d" and src_zp != 0 and root.attrs.count_include_pad:
+        padded = bool(root.attrs.ceil_mode) or any(int(p) > 0 for p in root.attrs.padding)
+        if padded:
+            return ("int8 avg pooling with count_include_pad and padding needs a zero point "
+                    "of 0 (oneDNN pads with stored 0)")
     return None
 
 

@@ -15,6 +15,12 @@ pool is ``quantize(pool(dequantize(x_q)), s_x)`` (the input's scale and dtype). 
 chain gets its own input dequantize so that the int8 pattern table can fuse it
 (:mod:`tvm_onednn.byoc.qpatterns`).
 
+With ``activation_scheme="asymmetric"`` a tensor whose calibrated range is signed is u8 with a
+zero point (``range_to_scale(symmetric=False)``: all 256 levels span ``[min(lo, 0),
+max(hi, 0)]``) instead of symmetric s8; non-negative ranges stay u8 with zero point 0 and
+weights stay symmetric s8. oneDNN applies the zero points in its int8 primitives
+(``docs/subgraph-format.md``, "int8 nodes"). Internal for now: the default stays symmetric.
+
 Scales come from calibrated ranges, or, with ``calib_mode="none"``, are computed in the
 graph at run time as ``max(|x|) / qmax`` (slower; not recommended). Without calibration
 a tensor is u8 when it is provably non-negative (ReLU / sigmoid / clip(>=0) outputs).
@@ -45,24 +51,34 @@ __all__ = ["TensorQuant", "realize", "tensor_quant_params"]
 logger = logging.getLogger(__name__)
 
 QuantizedDtype = Literal["auto", "int8", "uint8"]
+ActivationScheme = Literal["symmetric", "asymmetric"]
+ACTIVATION_SCHEMES = ("symmetric", "asymmetric")
 _QMAX = {"int8": 127.0, "uint8": 255.0}
 _TINY = float(np.finfo(np.float32).tiny)
 
 
 @dataclass(frozen=True)
 class TensorQuant:
-    """How one activation tensor is quantized: dtype and scale (None: computed at run time)."""
+    """How one activation tensor is quantized: dtype, scale (None: computed at run time) and
+    zero point."""
 
     dtype: str
     scale: float | None
+    zero_point: int = 0
 
 
 def tensor_quant_params(
     plan: QuantPlan,
     ranges: Mapping[str, Range] | None,
     quantized_dtype: QuantizedDtype = "auto",
+    activation_scheme: ActivationScheme = "symmetric",
 ) -> dict[str, TensorQuant]:
-    """Dtype and scale of every range name of ``plan`` (``ranges=None``: run-time scales)."""
+    """Dtype, scale and zero point of every range name of ``plan`` (``ranges=None``: run-time
+    scales). ``"asymmetric"``: signed ranges become u8 with a zero point, unless int8 is forced."""
+    if activation_scheme not in ACTIVATION_SCHEMES:
+        raise ValueError(
+            f"activation_scheme must be one of {ACTIVATION_SCHEMES}, got {activation_scheme!r}"
+        )
     params = {}
     for name, observed in plan.observed.items():
         if ranges is None:
@@ -71,6 +87,10 @@ def tensor_quant_params(
             params[name] = TensorQuant(dtype, None)
             continue
         lo, hi = ranges[name]
+        if activation_scheme == "asymmetric" and lo < 0 and quantized_dtype != "int8":
+            scale, zero_point = range_to_scale(lo, hi, "uint8", symmetric=False)
+            params[name] = TensorQuant("uint8", scale, zero_point)
+            continue
         dtype = choose_activation_dtype(lo, hi, quantized_dtype)
         if dtype == "uint8":
             lo = max(lo, 0.0)  # forced uint8: negative values saturate at 0
@@ -180,7 +200,8 @@ class _Realizer(CompositeInliner):
             scale = relax.const(np.float32(tensor.scale))
         else:
             scale = self.emit(_runtime_scale(f32, tensor.dtype))
-        return _QParams(scale, _zero(tensor.dtype), tensor.dtype)
+        zero_point = relax.const(tensor.zero_point, tensor.dtype)
+        return _QParams(scale, zero_point, tensor.dtype)
 
 
 def _runtime_scale(f32: relax.Expr, dtype: str) -> relax.Expr:
@@ -195,13 +216,17 @@ def realize(
     ranges: Mapping[str, Range] | None,
     quantized_dtype: QuantizedDtype = "auto",
     quantize_granularity: Granularity = "channel-wise",
+    activation_scheme: ActivationScheme = "symmetric",
 ) -> tvm.IRModule:
-    """The QDQ module of ``plan`` with ``ranges`` (validated), or run-time scales (None)."""
+    """The QDQ module of ``plan`` with ``ranges`` (validated), or run-time scales (None).
+
+    ``activation_scheme``: ``"symmetric"`` (zero points 0) or ``"asymmetric"`` (signed ranges
+    as u8 with a zero point; see the module docstring)."""
     if quantize_granularity not in GRANULARITIES:
         raise ValueError(
             f"quantize_granularity must be one of {GRANULARITIES}, got {quantize_granularity!r}"
         )
-    tensors = tensor_quant_params(plan, ranges, quantized_dtype)
+    tensors = tensor_quant_params(plan, ranges, quantized_dtype, activation_scheme)
     main = _Realizer(plan, tensors, quantize_granularity).visit_expr(plan.module["main"])
     mod = relax.transform.DeadCodeElimination(["main"])(with_main(plan.module, main))
     logger.debug("realize: %d int8 tensors, %s", len(tensors), tensors)
