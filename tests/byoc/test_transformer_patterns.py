@@ -338,3 +338,24 @@ def test_two_encoder_layers_are_one_region():
     assert summary.regions == 1
     assert summary.composites["onednn.layer_norm"] == 4
     assert set(summary.kept_ops) == {"relax.reshape", "relax.broadcast_to", "relax.where"}
+
+
+def test_a_strided_slice_to_a_symbolic_end_does_not_split_regions():
+    """BERT's position ids: ``strided_slice(table, end=(s,))`` reads no tensor of the
+    graph; TVM's MergeCompositeFunctions cannot read its argument and used to give up on
+    the whole module (one region per composite)."""
+    s = _sym("s")
+    table = _const((64, 16))
+
+    def body(bb, x):
+        positions = relax.op.strided_slice(table, axes=[0], begin=[0], end=[s], assume_inbound=True)
+        positions = bb.emit(positions)
+        y = bb.emit(relax.op.add(bb.emit(relax.op.matmul(x, _const((16, 16)))), positions))
+        return relax.op.nn.relu(bb.emit(relax.op.matmul(y, _const((16, 8)))))
+
+    mod = _function([_tensor("x", [s, 16])], body)
+    summary = offload_summary(mod)
+    assert summary.regions == 1
+    assert summary.composites == {"onednn.matmul_add": 1, "onednn.matmul_relu": 1}
+    assert summary.kept_ops == {"relax.strided_slice": 1}
+    _assert_like_tvm(mod, _data(9, 16))
