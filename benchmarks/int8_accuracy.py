@@ -7,6 +7,9 @@ third seed). Every system quantizes the same float32 model from the same calibra
 and is scored on the same held-out images in the same run:
 
 * ``tvm-onednn:<calib_mode>`` for each registered mode (``naive``, ``entropy``, ...);
+* ``tvm-onednn-control:<calib_mode>``: the same with accuracy control
+  (``validation=(dev crops, top1_agreement), max_drop=CONTROL_MAX_DROP``); the dev crops
+  (:func:`dev_set`) are disjoint from the held-out set (asserted), MobileNetV2 only;
 * ``ort:minmax`` / ``ort:entropy``: onnxruntime ``quantize_static``, QDQ, per-channel;
 * ``nncf:default`` (``fast_bias_correction=True``, NNCF's default) and
   ``nncf:bias_correction`` (``fast_bias_correction=False``, the full algorithm), default
@@ -40,6 +43,7 @@ import numpy as np
 
 import tvm_onednn
 from tvm_onednn.models import images as _images
+from tvm_onednn.quantize import top1_agreement
 from tvm_onednn.testing import Runner, build
 
 #: skimage photos (real scenes, no download) beyond those of ``load_photos``.
@@ -51,6 +55,9 @@ EXTRA_SKIMAGE_PHOTOS = (
 CALIB_SEED, EVAL_SEED, DEV_SEED = 1000, 2000, 3000
 TVM_MODES = ("naive", "entropy", "percentile")
 PEERS = ("ort:minmax", "ort:entropy", "nncf:default", "nncf:bias_correction")
+#: ``tvm-onednn-control:<mode>``: accuracy control on the dev set (:func:`dev_set`, never the
+#: held-out set) with this top-1 agreement budget.
+CONTROL_MAX_DROP, CONTROL_DEV_CROPS = 0.05, 100
 
 
 # --- data -----------------------------------------------------------------------------------
@@ -142,6 +149,20 @@ def _tvm_system(mode: str, mod, calib: Sequence[np.ndarray], **options) -> Predi
     return Runner(build(qmod))
 
 
+def _tvm_control_system(mode: str, mod, calib: Sequence[np.ndarray], validation, notes: dict):
+    """``quantize(..., validation=(dev crops, top1_agreement), max_drop=CONTROL_MAX_DROP)``."""
+    if validation is None:
+        raise ValueError("no validation set for this model")
+    qmod, report = tvm_onednn.quantize(
+        mod, [{"data": b} for b in calib], calib_mode=mode, return_report=True,
+        validation=(validation, top1_agreement),
+        max_drop=CONTROL_MAX_DROP,
+    )  # fmt: skip
+    notes.update(report.accuracy_control.as_dict())
+    notes.pop("ranking")
+    return Runner(build(qmod))
+
+
 class _Reader:
     """onnxruntime ``CalibrationDataReader`` over a list of batches."""
 
@@ -198,9 +219,11 @@ def check_systems(systems: Iterable[str]) -> None:
     """Raise ValueError for a system that is not ``tvm-onednn:<mode>``, ``ort:minmax|entropy``
     or ``nncf:default|bias_correction``."""
     known = {*PEERS}
-    bad = [s for s in systems if s not in known and not s.startswith("tvm-onednn:")]
+    bad = [s for s in systems if s not in known and not s.startswith(("tvm-onednn:",
+                                                                       "tvm-onednn-control:"))]
     if bad:
-        raise ValueError(f"unknown systems {bad}; known: tvm-onednn:<calib_mode>, {sorted(known)}")
+        raise ValueError(f"unknown systems {bad}; known: tvm-onednn:<calib_mode>, "
+                         f"tvm-onednn-control:<calib_mode>, {sorted(known)}")
 
 
 def _evaluate(predict: Predict, x: np.ndarray, batch: int) -> np.ndarray:
@@ -216,20 +239,24 @@ def run_systems(
     systems: Iterable[str],
     score: Callable[[np.ndarray], dict[str, float]],
     tmp: Path,
+    validation: list | None = None,
 ) -> dict[str, dict]:
     """Quantize with every system on ``calib`` and score it on ``held_out``."""
     check_systems(systems)
     results: dict[str, dict] = {}
     for system in systems:
         kind, _, variant = system.partition(":")
-        note = None if kind == "tvm-onednn" else _peer_missing(system)
+        note = None if kind.startswith("tvm-onednn") else _peer_missing(system)
         if note:
             results[system] = {"note": note}
             continue
         start = time.perf_counter()
         try:
+            control: dict = {}
             if kind == "tvm-onednn":
                 predict = _tvm_system(variant, mod, calib)
+            elif kind == "tvm-onednn-control":
+                predict = _tvm_control_system(variant, mod, calib, validation, control)
             elif kind == "ort":
                 predict = _ort_system(variant, onnx_bytes, calib, tmp)
             else:
@@ -240,6 +267,8 @@ def run_systems(
         quantize_s = time.perf_counter() - start
         results[system] = {**score(_evaluate(predict, held_out, batch)),
                            "quantize_seconds": round(quantize_s, 1)}  # fmt: skip
+        if control:
+            results[system]["accuracy_control"] = control
     return results
 
 
@@ -268,6 +297,9 @@ def mobilenet_protocol(
     mod = tvm_onednn.from_onnx(model)
     pool = source_photos(photos)
     held_out = crops(pool, n_eval, EVAL_SEED)
+    dev = dev_set(pool, CONTROL_DEV_CROPS)
+    assert_disjoint(dev, held_out)
+    validation = [dev[i : i + 1] for i in range(len(dev))]
     fp32 = _evaluate(Runner(build(mod)), held_out, 1)
     out: dict = {"model": "mobilenet_v2", "photos": sorted(pool), "n_eval": n_eval,
                  "eval_seed": EVAL_SEED, "runs": []}  # fmt: skip
@@ -277,9 +309,11 @@ def mobilenet_protocol(
                 seed = [CALIB_SEED, n, draw]
                 calib_x = crops(pool, n, seed)
                 assert_disjoint(calib_x, held_out)
+                assert_disjoint(calib_x, dev)
                 calib = [calib_x[i : i + 1] for i in range(n)]
                 results = run_systems(mod, onnx_bytes, calib, held_out, 1, systems,
-                                      lambda logits: agreement(fp32, logits), Path(tmpdir))  # fmt: skip
+                                      lambda logits: agreement(fp32, logits), Path(tmpdir),
+                                      validation)  # fmt: skip
                 out["runs"].append({"n_calib": n, "calib_seed": seed, "results": results})
     return out
 
@@ -300,6 +334,7 @@ def digits_protocol(
 
     from tests.quantize import test_accuracy as digits
 
+    systems = [s for s in systems if not s.startswith("tvm-onednn-control:")]  # MobileNet only
     x_train, y_train, x_test, y_test = digits._digits()
     assert_disjoint(x_train, x_test)
     onnx_bytes = digits._to_onnx(digits._train(x_train, y_train))
@@ -362,7 +397,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--calib-draws", type=int, default=1,
                         help="calibration sets (seeds) per size")  # fmt: skip
     parser.add_argument("--systems", default=",".join(
-        (*(f"tvm-onednn:{m}" for m in TVM_MODES), *PEERS)))  # fmt: skip
+        (*(f"tvm-onednn:{m}" for m in TVM_MODES), "tvm-onednn-control:entropy", *PEERS)))  # fmt: skip
     parser.add_argument("--models", default="mobilenet_v2,digits")
     parser.add_argument("--photos", choices=("all", "tests"), default="all")
     parser.add_argument("--out", default="bench-results/int8_accuracy.json")

