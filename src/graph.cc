@@ -368,7 +368,14 @@ void ValidateNodeDTypes(const Graph& g, const Node& node, const Ctx& ctx) {
     default:
       break;
   }
-  need_int8(0);
+  if (node.quant.dynamic_src) {  // quantized on every call from float32
+    if (dt(0) != DType::kFloat32) {
+      ctx.Fail(role(0) + " has dtype " + quoted(dt(0)) +
+               ", expected 'float32' (quant.src_scale is \"dynamic\")");
+    }
+  } else {
+    need_int8(0);
+  }
   if (dt(1) != DType::kInt8) {
     ctx.Fail(role(1) + " has dtype " + quoted(dt(1)) +
              ", expected 'int8' (int8 weights are signed 8-bit)");

@@ -31,6 +31,7 @@ constexpr const char* kResScale = "residual_scale";
 constexpr const char* kResZp = "residual_zero_point";
 constexpr const char* kDstScale = "dst_scale";
 constexpr const char* kDstZp = "dst_zero_point";
+constexpr const char* kSrcDtype = "src_dtype";
 
 std::string Num(double v) {
   std::ostringstream os;
@@ -104,11 +105,15 @@ std::vector<const char*> AllowedKeys(const OpSpec& spec) {
     case BaseOp::kGlobalAvgPool2d:
       return {kSrcScale, kSrcZp, kDstScale, kDstZp};
     case BaseOp::kConv2d:
-    case BaseOp::kMatmul:
       if (spec.has_add) {
         return {kSrcScale, kSrcZp, kWeightScales, kResScale, kResZp, kDstScale, kDstZp};
       }
       return {kSrcScale, kSrcZp, kWeightScales, kDstScale, kDstZp};
+    case BaseOp::kMatmul:
+      if (spec.has_add) {
+        return {kSrcScale, kSrcZp, kSrcDtype, kWeightScales, kResScale, kResZp, kDstScale, kDstZp};
+      }
+      return {kSrcScale, kSrcZp, kSrcDtype, kWeightScales, kDstScale, kDstZp};
     default:
       break;
   }
@@ -161,7 +166,35 @@ QuantParams ParseQuant(const OpSpec& spec, const Any* quant, const QuantFail& fa
   q.src_zp = zero_point(kSrcZp);
   q.residual_zp = zero_point(kResZp);
   q.dst_zp = zero_point(kDstZp);
-  q.src_scale = scale(kSrcScale);
+  auto src_scale = get(kSrcScale);
+  if (src_scale && src_scale->as<String>().has_value()) {
+    std::string v(src_scale->cast<String>());
+    if (v != "dynamic") {
+      fail("quant.src_scale must be a number or \"dynamic\", got the string \"" + v + "\"");
+    }
+    if (spec.base != BaseOp::kMatmul) {
+      fail("quant.src_scale \"dynamic\" (per-call quantization) is supported by onednn.qmatmul* "
+           "only");
+    }
+    if (get(kSrcZp)) {
+      fail("quant.src_zero_point must be absent with a dynamic src_scale (it is computed on "
+           "every call)");
+    }
+    q.dynamic_src = true;
+    if (auto d = get(kSrcDtype)) {
+      auto name = d->as<String>();
+      std::string dn = name.has_value() ? std::string(*name) : "";
+      if (dn != "uint8" && dn != "int8") {
+        fail("quant.src_dtype must be \"uint8\" (asymmetric) or \"int8\" (symmetric), got " +
+             (name.has_value() ? "\"" + dn + "\"" : JsonTypeName(*d)));
+      }
+      q.dynamic_dtype = dn == "uint8" ? DType::kUInt8 : DType::kInt8;
+    }
+  } else if (get(kSrcDtype)) {
+    fail("quant.src_dtype is only valid with \"src_scale\": \"dynamic\" (a static src "
+         "has its data's dtype)");
+  }
+  q.src_scale = q.dynamic_src ? std::nullopt : scale(kSrcScale);
   q.residual_scale = scale(kResScale);
   q.dst_scale = scale(kDstScale);
   if (auto v = get(kWeightScales)) {
@@ -176,7 +209,7 @@ QuantParams ParseQuant(const OpSpec& spec, const Any* quant, const QuantFail& fa
   auto need = [&](bool present, const char* key) {
     if (!present) fail("quant is missing required field \"" + std::string(key) + "\"");
   };
-  if (spec.base != BaseOp::kQuantize) need(q.src_scale.has_value(), kSrcScale);
+  if (spec.base != BaseOp::kQuantize && !q.dynamic_src) need(q.src_scale.has_value(), kSrcScale);
   if (spec.base == BaseOp::kConv2d || spec.base == BaseOp::kMatmul) {
     need(!q.weight_scales.empty(), kWeightScales);
   }
@@ -188,6 +221,19 @@ void ValidateQuant(const Graph& g, const Node& node, const QuantFail& fail) {
   const OpSpec& spec = *node.spec;
   if (!spec.quantized) return;
   const QuantParams& q = node.quant;
+  if (q.dynamic_src) {
+    const auto& w = g.Info(node.inputs[1]).shape;
+    if (IsInt8(node.out.dtype)) {
+      fail("a qmatmul with a dynamic src_scale writes float32, not " +
+           std::string(DTypeName(node.out.dtype)));
+    }
+    if (w.size() != 2) {
+      fail("a qmatmul with a dynamic src_scale needs a 2-D [K, N] weight, got " + ShapeStr(w));
+    }
+    if (spec.has_add && IsInt8(g.Info(node.inputs[spec.ResidualIndex()]).dtype)) {
+      fail("a qmatmul with a dynamic src_scale adds a float32 residual only");
+    }
+  }
   if (spec.base == BaseOp::kConv2d || spec.base == BaseOp::kMatmul) {
     const auto& w = g.Info(node.inputs[1]).shape;
     int64_t channels = spec.base == BaseOp::kConv2d ? w[0] : w.back();
@@ -270,7 +316,8 @@ void SetReorderScales(const Node& node, dnnl::primitive_attr* attr) {
 
 void SetZeroPoints(const Node& node, dnnl::primitive_attr* attr) {
   if (!node.spec->quantized || node.spec->IsPool()) return;
-  if (node.quant.src_zp != 0) attr->set_zero_points_mask(DNNL_ARG_SRC, 0);
+  bool dynamic_zp = node.quant.dynamic_src && node.quant.dynamic_dtype == DType::kUInt8;
+  if (node.quant.src_zp != 0 || dynamic_zp) attr->set_zero_points_mask(DNNL_ARG_SRC, 0);
   if (node.quant.dst_zp != 0) attr->set_zero_points_mask(DNNL_ARG_DST, 0);
 }
 
@@ -292,7 +339,8 @@ std::vector<std::pair<int, std::vector<float>>> ScaleArgs(const Node& node, floa
   const QuantParams& q = node.quant;
   if (!spec.quantized) return out;
   if (spec.base == BaseOp::kConv2d || spec.base == BaseOp::kMatmul) {
-    out.push_back({DNNL_ARG_ATTR_SCALES | DNNL_ARG_SRC, {*q.src_scale}});
+    // a dynamic src scale is a per-call buffer, bound by the planner
+    if (!q.dynamic_src) out.push_back({DNNL_ARG_ATTR_SCALES | DNNL_ARG_SRC, {*q.src_scale}});
     std::vector<float> ws = q.weight_scales;
     for (float& s : ws) s *= weight_factor;
     out.push_back({DNNL_ARG_ATTR_SCALES | DNNL_ARG_WEIGHTS, ws});
@@ -303,6 +351,57 @@ std::vector<std::pair<int, std::vector<float>>> ScaleArgs(const Node& node, floa
     out.push_back({DNNL_ARG_ATTR_SCALES | DNNL_ARG_SRC, {*q.src_scale}});
   }
   return out;
+}
+
+DType QuantSrcDType(const Graph& g, const Node& node) {
+  return node.quant.dynamic_src ? node.quant.dynamic_dtype : g.Info(node.inputs[0]).dtype;
+}
+
+bool DynamicScale(const float* x, int64_t count, DType dtype, float* scale, int32_t* zero_point) {
+  // 16 independent lanes so that the compiler vectorizes the reduction; NaN fails the finite
+  // check below through the sum of |x| (a NaN never wins a min / max comparison).
+  constexpr int kLanes = 16;
+  float lo[kLanes], hi[kLanes], bad[kLanes];
+  for (int j = 0; j < kLanes; ++j) lo[j] = hi[j] = bad[j] = 0.f;
+  int64_t i = 0;
+  for (; i + kLanes <= count; i += kLanes) {
+    for (int j = 0; j < kLanes; ++j) {
+      float v = x[i + j];
+      lo[j] = v < lo[j] ? v : lo[j];
+      hi[j] = v > hi[j] ? v : hi[j];
+      bad[j] += v - v;  // 0 for finite v, NaN for NaN / inf
+    }
+  }
+  for (; i < count; ++i) {
+    lo[0] = x[i] < lo[0] ? x[i] : lo[0];
+    hi[0] = x[i] > hi[0] ? x[i] : hi[0];
+    bad[0] += x[i] - x[i];
+  }
+  float mn = 0.f, mx = 0.f, nonfinite = 0.f;  // the range always includes 0
+  for (int j = 0; j < kLanes; ++j) {
+    mn = std::min(mn, lo[j]);
+    mx = std::max(mx, hi[j]);
+    nonfinite += bad[j];
+  }
+  if (!std::isfinite(mn) || !std::isfinite(mx) || nonfinite != 0.f) return false;
+  float s;
+  int32_t zp = 0;
+  if (dtype == DType::kUInt8) {
+    s = (mx - mn) / 255.f;
+    if (s > 0.f && std::isfinite(s)) {
+      zp = static_cast<int32_t>(std::nearbyint(-mn / s));
+      zp = std::min(255, std::max(0, zp));
+    }
+  } else {
+    s = std::max(-mn, mx) / 127.f;
+  }
+  if (!(s >= FLT_MIN) || !std::isfinite(s)) {
+    s = 1.f;  // all zeros (or a denormal range): any scale represents it
+    zp = 0;
+  }
+  *scale = s;
+  *zero_point = zp;
+  return true;
 }
 
 float ResidualScale(const Node& node) {

@@ -43,6 +43,10 @@ struct QuantParams {
   std::optional<float> residual_scale;
   std::optional<float> dst_scale;
   int32_t src_zp = 0, residual_zp = 0, dst_zp = 0;
+  // `"src_scale": "dynamic"` (qmatmul only): the float32 `a` is quantized on every call to
+  // `dynamic_dtype` (u8 asymmetric or s8 symmetric) with the range of that call.
+  bool dynamic_src = false;
+  DType dynamic_dtype = DType::kUInt8;
 };
 
 /*! \brief Reports a validation error (throws; never returns). */
@@ -64,6 +68,17 @@ QuantParams ParseQuant(const OpSpec& spec, const tvm::ffi::Any* quant, const Qua
  *        (max pool: equal scales and zero points; avg pool with a src zero point: no padded taps).
  */
 void ValidateQuant(const Graph& g, const Node& node, const QuantFail& fail);
+
+/*! \brief The dtype the node's int8 primitive reads as src: the data's, or the dynamic dtype. */
+DType QuantSrcDType(const Graph& g, const Node& node);
+
+/*!
+ * \brief Dynamic quantization of a float32 buffer (one call): its range over `count` values,
+ *        then the scale / zero point that map it onto `dtype` (u8: [min(lo, 0), max(hi, 0)]
+ *        onto 0..255 with zp = rne(-lo' / scale); s8: max|x| / 127, zp 0). A range of 0 gives
+ *        scale 1. Returns false when the data holds a NaN or an infinity (no scale exists).
+ */
+bool DynamicScale(const float* x, int64_t count, DType dtype, float* scale, int32_t* zero_point);
 
 /*! \brief Scale mask of conv/matmul weights: the output-channel axis (0 = per tensor). */
 int WeightScalesMask(const Node& node, int weights_ndims);

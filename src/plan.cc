@@ -67,7 +67,11 @@ class Planner {
           PlanConv(static_cast<int>(n));
           break;
         case BaseOp::kMatmul:
-          PlanMatmul(static_cast<int>(n));
+          if (node.quant.dynamic_src) {
+            PlanDynamicQMatmul(static_cast<int>(n));
+          } else {
+            PlanMatmul(static_cast<int>(n));
+          }
           break;
         case BaseOp::kQuantize:
         case BaseOp::kDequantize:
@@ -359,7 +363,7 @@ class Planner {
     const int8_t* data = static_cast<const int8_t*>(plan_->const_ptrs[v.buf.index]);
     bool is_conv = node.spec->base == BaseOp::kConv2d;
     int max_pair_sum = MaxPairSum(data, wshape, is_conv ? 1 : wshape.size() - 2);
-    *rounding = ChooseWeightRounding(node, g_.Info(node.inputs[0]).dtype, impl, max_pair_sum);
+    *rounding = ChooseWeightRounding(node, QuantSrcDType(g_, node), impl, max_pair_sum);
     if (*rounding != WeightRounding::kRuntimeHalved) return Operand(w_vid, want, n, "weight");
     std::optional<MemDesc> view = TryReshape(v.md, want.get_dims());
     if (!view) Fail(n, "cannot view the int8 weights with the primitive's dims");
@@ -698,6 +702,78 @@ class Planner {
       }
     }
     return std::nullopt;
+  }
+
+  /*!
+   * \brief A qmatmul with a dynamic src scale: a host step computes this call's range of the
+   *        float32 `a` into a scale (and u8 zero point) slot, one reorder quantizes `a` with them
+   *        (runtime DNNL_ARG_ATTR_SCALES / ZERO_POINTS of its dst), and the int8 matmul reads the
+   *        same slots as its src scale / zero point. Weights are packed once; the output is f32.
+   */
+  void PlanDynamicQMatmul(int n) {
+    const Node& node = g_.nodes[n];
+    const OpSpec& spec = *node.spec;
+    using dt = dnnl::memory::data_type;
+    NodeDims dims = GetNodeDims(g_, node);  // 2-D b: a folded into [M, K]
+    bool u8 = node.quant.dynamic_dtype == DType::kUInt8;
+    dt dt_q = u8 ? dt::u8 : dt::s8;
+    int out_vid = g_.ValueId({RefKind::kNode, n});
+    bool direct = vals_[out_vid].direct_output >= 0;
+    MemDesc a_md = PlainLike(MemDesc(dims.src, dt::f32, tag::any));
+    MemDesc q_md = PlainLike(MemDesc(dims.src, dt_q, tag::any));
+    MemDesc scale_md({1}, dt::f32, tag::a), zp_md({1}, dt::s32, tag::a);
+    BufRef a = Operand(g_.ValueId(node.inputs[0]), a_md, n, "a");
+    BufRef scale = {BufKind::kSlot, slots_.Alloc(sizeof(float))};
+    BufRef zp = {BufKind::kSlot, slots_.Alloc(sizeof(int32_t))};
+    BufRef a_q = {BufKind::kSlot, slots_.Alloc(q_md.get_size())};
+    Step range;
+    range.host = HostOp::kDynamicScale;
+    range.node = n;
+    range.host_dims = {u8 ? 1 : 0};
+    range.host_label = g_.symbol + ": node " + std::to_string(n) + " (" + node.op + ")";
+    range.args = {{DNNL_ARG_SRC, a, a_md}, {DNNL_ARG_DST, scale, scale_md},
+                  {DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_DST, zp, zp_md}};
+    plan_->steps.push_back(std::move(range));
+    dnnl::primitive_attr qattr;
+    qattr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    qattr.set_scales_mask(DNNL_ARG_DST, 0);
+    if (u8) qattr.set_zero_points_mask(DNNL_ARG_DST, 0);
+    dnnl::reorder::primitive_desc qpd;
+    try {
+      qpd = dnnl::reorder::primitive_desc(CpuEngine(), a_md, CpuEngine(), q_md, qattr);
+    } catch (const dnnl::error& e) {
+      Fail(n, std::string("oneDNN cannot quantize a with a runtime scale: ") + e.what());
+    }
+    Step quant;
+    quant.prim = dnnl::reorder(qpd);
+    quant.node = n;
+    quant.args = {{DNNL_ARG_FROM, a, a_md}, {DNNL_ARG_TO, a_q, q_md},
+                  {DNNL_ARG_ATTR_SCALES | DNNL_ARG_DST, scale, scale_md}};
+    if (u8) quant.args.push_back({DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_DST, zp, zp_md});
+    AddScratchpad(qpd, &quant);
+    plan_->steps.push_back(std::move(quant));
+
+    PostOps post;
+    if (spec.has_add) {
+      post.residual = ResidualMode::kBinary;
+      post.residual_md = PlainLike(MemDesc(dims.dst, dt::f32, tag::any));
+    }
+    MemDesc w_any(dims.weights, dt::s8, tag::any);
+    MemDesc dst_md = PlainLike(MemDesc(dims.dst, dt::f32, tag::any));
+    auto pd = MakeMatmulPd(node, dims, q_md, w_any, dst_md, post);
+    if (!pd) Fail(n, "oneDNN has no int8 matmul implementation for these shapes");
+    std::vector<ArgBinding> args;
+    args.push_back({DNNL_ARG_SRC, a_q, q_md});
+    WeightRounding rounding = BindWeightsAndPostOps(n, *pd, post, "b", &args);
+    args.push_back({DNNL_ARG_ATTR_SCALES | DNNL_ARG_SRC, scale, scale_md});
+    if (u8) args.push_back({DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, zp, zp_md});
+    MemDesc value_md = PlainDesc(node.out.shape, node.out.dtype);
+    BufRef dst = DstBuffer(n, value_md, direct);
+    args.push_back({DNNL_ARG_DST, dst, pd->dst_desc()});
+    FinishNode(n, *pd, dnnl::matmul(*pd), std::move(args), value_md, dst, direct,
+               spec.has_add ? "binary_add" : "none", q_md, pd->weights_desc(), pd->dst_desc(),
+               rounding);
+    for (const BufRef& b : {scale, zp, a_q}) slots_.Release(b.index);
   }
 
   void PlanMatmul(int n) {

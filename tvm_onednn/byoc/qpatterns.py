@@ -29,7 +29,7 @@ from types import MappingProxyType
 
 import numpy as np
 from tvm import relax
-from tvm.relax.dpl.pattern import DFPattern, is_op, wildcard
+from tvm.relax.dpl.pattern import DFPattern, is_const, is_op, wildcard
 from tvm.relax.transform import FusionPattern, PatternCheckContext
 
 from .. import relax_utils as ru
@@ -57,6 +57,7 @@ from .checks import (
 logger = logging.getLogger(__name__)
 
 QUANT_DTYPES = ("int8", "uint8")
+DYNAMIC_SCHEMES = ("symmetric", "asymmetric")
 QUANTIZE = f"{BACKEND}.quantize"
 DEQUANTIZE = f"{BACKEND}.dequantize"
 
@@ -74,6 +75,7 @@ class QChainSpec:
     chain: ChainSpec
     requantize: bool
     residual_first: bool = False
+    dynamic: str = ""  # "symmetric" / "asymmetric": the input is quantized per call (matmul)
 
     @property
     def name(self) -> str:
@@ -82,7 +84,8 @@ class QChainSpec:
 
     @property
     def length(self) -> int:
-        return self.chain.length + self.requantize
+        # dynamic chains first: their dequantize would also match a static chain's
+        return self.chain.length + self.requantize + (100 if self.dynamic else 0)
 
 
 @functools.cache
@@ -93,6 +96,13 @@ def qchain_specs() -> tuple[QChainSpec, ...]:
         for c in chain_specs()
         for requantize in (True, False)
         for first in ((False, True) if c.add else (False,))
+    ]
+    specs += [
+        QChainSpec(c, False, first, dynamic)
+        for c in chain_specs()
+        if c.base == "matmul"
+        for first in ((False, True) if c.add else (False,))
+        for dynamic in DYNAMIC_SCHEMES
     ]
     return tuple(sorted(specs, key=lambda s: -s.length))
 
@@ -141,9 +151,36 @@ def _quantize(prefix: str, data: DFPattern) -> tuple[DFPattern, dict]:
     return call, {f"{prefix}": call, f"{prefix}_scale": scale, f"{prefix}_zp": zero_point}
 
 
+def _dynamic_dequantize(scheme: str) -> tuple[DFPattern, dict]:
+    """``dequantize(quantize(x, s, zp), s, zp)`` with ``s`` / ``zp`` computed from ``x`` as
+    ``tvm_onednn.quantize.realize`` writes them for ``calib_mode="none"``."""
+    x = wildcard()
+    ann: dict = {"src_f32": x}
+    if scheme == "symmetric":
+        amax = is_op("relax.max")(is_op("relax.abs")(x))
+        qmax = is_const()
+        scale = is_op("relax.maximum")(is_op("relax.divide")(amax, qmax), is_const())
+        zero_point = is_const()
+        ann.update(src_reduction_0=amax, src_qmax=qmax)
+    else:
+        x_min, x_max = is_op("relax.min")(x), is_op("relax.max")(x)
+        lo = is_op("relax.minimum")(x_min, is_const())
+        hi = is_op("relax.maximum")(x_max, is_const())
+        width = is_op("relax.divide")(is_op("relax.subtract")(hi, lo), is_const())
+        scale = is_op("relax.maximum")(width, is_const())
+        ratio = is_op("relax.divide")(is_op("relax.negative")(lo), scale)
+        clipped = is_op("relax.clip")(is_op("relax.round")(ratio), wildcard(), wildcard())
+        zero_point = is_op("relax.astype")(clipped)
+        ann.update(src_reduction_0=x_min, src_reduction_1=x_max)
+    q = is_op("relax.quantize")(x, scale, zero_point)
+    dq = is_op("relax.dequantize")(q, scale, zero_point)
+    ann.update(src_q=q, src_dq=dq, src_scale=scale, src_zp=zero_point)
+    return dq, ann
+
+
 def make_qchain_pattern(spec: QChainSpec) -> Pattern:
     """The dataflow pattern of one int8 chain, with named sub-patterns."""
-    src, annotations = _dequantize("src")
+    src, annotations = _dynamic_dequantize(spec.dynamic) if spec.dynamic else _dequantize("src")
     weight, weight_ann = _dequantize("weight")
     annotations.update(weight_ann)
     root = is_op(BASE_OPS[spec.chain.base])(src, weight)
@@ -282,6 +319,26 @@ def _why_not_residual(ann: dict, out_shape: list[int]) -> str | None:
     return None
 
 
+def _why_not_dynamic_input(scheme: str, ann: dict) -> str | None:
+    """The per-call quantization of a dynamic chain: as realize writes it, whole-tensor."""
+    x, q = ann["src_f32"], ann["src_q"]
+    if ru.dtype(x) != "float32":
+        return f"a dynamically quantized input must be float32, got {ru.dtype(x)}"
+    dtype = ru.dtype(q)
+    if dtype not in QUANT_DTYPES or (scheme == "asymmetric" and dtype != "uint8"):
+        return f"dynamic {scheme} quantization to {dtype} is not supported"
+    if "residual_dq" in ann:
+        return "a dynamic chain adds a float32 residual only"
+    reductions = [v for k, v in ann.items() if k.startswith("src_reduction_")]
+    if any(r.attrs.axis is not None for r in reductions):
+        return "the dynamic range must be reduced over the whole tensor"
+    if scheme == "symmetric":
+        qmax = ru.scalar_value(ann["src_qmax"])
+        if qmax != {"int8": 127.0, "uint8": 255.0}[dtype] or ru.scalar_value(ann["src_zp"]) != 0:
+            return f"dynamic symmetric {dtype} needs max|x| / {127 if dtype == 'int8' else 255}"
+    return ru.why_not_plain_dims(ru.shape_dims(x))
+
+
 def _why_not_qchain(spec: QChainSpec, ctx: PatternCheckContext) -> str | None:
     if leaks_intermediate(ctx):
         return "an intermediate value is used outside the chain"
@@ -289,7 +346,10 @@ def _why_not_qchain(spec: QChainSpec, ctx: PatternCheckContext) -> str | None:
     root = ann["root"]
     if ru.dtype(root) != "float32":
         return "the dequantized op must be float32"
-    reason = _why_not_quantized("input", ann["src_q"], ann["src_scale"], ann["src_zp"])
+    if spec.dynamic:
+        reason = _why_not_dynamic_input(spec.dynamic, ann)
+    else:
+        reason = _why_not_quantized("input", ann["src_q"], ann["src_scale"], ann["src_zp"])
     if reason:
         return reason
     base = spec.chain.base

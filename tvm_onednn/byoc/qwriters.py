@@ -6,7 +6,8 @@ operands are the *quantized* tensors: the data input is the tensor the chain deq
 the weight is the int8 constant (not its dequantized float32 value), the residual is the
 int8 tensor when the chain dequantizes it (``residual_scale`` given) or the float32 tensor
 added as is (no ``residual_scale``). ``dst_scale`` is given when the node writes int8; a
-node whose ``dtype`` is float32 writes the real value.
+node whose ``dtype`` is float32 writes the real value. A dynamic chain (``calib_mode="none"``)
+reads the float32 input itself and writes ``"src_scale": "dynamic"`` with ``src_dtype``.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ def _zero_point(expr: relax.Expr, what: str) -> int:
 
 
 def _src(ann: dict) -> dict[str, Any]:
+    if "src_f32" in ann:  # quantized per call by the runtime
+        return {"src_scale": "dynamic", "src_dtype": ru.dtype(ann["src_q"])}
     return {
         "src_scale": _scalar(ann["src_scale"], "input scale"),
         "src_zero_point": _zero_point(ann["src_zp"], "input"),
@@ -76,7 +79,8 @@ def write_qchain(site: CompositeCall) -> dict[str, Any]:
     spec = qchain_by_name()[site.name]
     ann = _annotations(site)
     operand = site.operand_resolver()
-    inputs = [operand(ann["src_q"]), operand(ann["weight_q"])]
+    src = ann["src_f32"] if "src_f32" in ann else ann["src_q"]
+    inputs = [operand(src), operand(ann["weight_q"])]
     quant = _src(ann)
     scales = ru.constant_array(ann["weight_scale"]).astype("float32").reshape(-1)
     quant["weight_scales"] = [float(s) for s in scales]

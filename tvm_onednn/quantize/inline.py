@@ -94,15 +94,19 @@ class CompositeInliner(PyExprMutator):
         func: relax.Function,
         params: Mapping[relax.Var, relax.Expr],
         replace: Mapping[relax.Expr, relax.Expr] | None = None,
+        operands: Mapping[relax.Expr, Mapping[int, relax.Expr]] | None = None,
     ) -> relax.Expr:
         """Emit ``func``'s bindings with ``params`` (and ``replace``d constants) substituted.
 
         Returns the value of the function's result, not yet bound, so that the caller binds
         it under its own name. ``replace`` maps expressions of the body (by identity, e.g.
-        a weight constant) to their replacement.
+        a weight constant) to their replacement. ``operands`` replaces arguments of one call
+        of the body only (call or its bound var -> {argument index: new argument}), for a
+        parameter that the call must read differently from the rest of the body.
         """
         local: dict[relax.Var, relax.Expr] = dict(params)
         replace = replace or {}
+        operands = operands or {}
 
         def subst(expr: relax.Expr) -> relax.Expr:
             for old, new in replace.items():
@@ -114,9 +118,12 @@ class CompositeInliner(PyExprMutator):
                 return relax.Tuple([subst(f) for f in expr.fields])
             return expr
 
-        def rebuild(value: relax.Expr) -> relax.Expr:
+        def rebuild(value: relax.Expr, var: relax.Var) -> relax.Expr:
             if isinstance(value, relax.Call):
                 args = [subst(a) for a in value.args]
+                for call, new in operands.items():
+                    if call.same_as(value) or call.same_as(var):
+                        args = [new.get(i, a) for i, a in enumerate(args)]
                 return relax.Call(value.op, args, value.attrs, value.ty_args)
             return subst(value)
 
@@ -125,6 +132,6 @@ class CompositeInliner(PyExprMutator):
         result = body.body
         for b in bindings:
             if b.var.same_as(result):
-                return rebuild(b.value)
-            local[b.var] = self.emit(rebuild(b.value))
+                return rebuild(b.value, b.var)
+            local[b.var] = self.emit(rebuild(b.value, b.var))
         return subst(result)
