@@ -10,7 +10,10 @@ and is scored on the same held-out images in the same run:
 * ``tvm-onednn-control:<calib_mode>``: the same with accuracy control
   (``validation=(dev crops, top1_agreement), max_drop=CONTROL_MAX_DROP``); the dev crops
   (:func:`dev_set`) are disjoint from the held-out set (asserted), MobileNetV2 only;
-* ``ort:minmax`` / ``ort:entropy``: onnxruntime ``quantize_static``, QDQ, per-channel;
+* ``ort:minmax`` / ``ort:entropy``: onnxruntime ``quantize_static``, QDQ, per-channel, its
+  defaults otherwise. Note: its Entropy calibrator's defaults (128 histogram bins, 128
+  quantized bins) leave one candidate threshold, the full range: ``ort:entropy`` gets the
+  same scales as ``ort:minmax`` (checked on the digits CNN);
 * ``nncf:default`` (``fast_bias_correction=True``, NNCF's default) and
   ``nncf:bias_correction`` (``fast_bias_correction=False``, the full algorithm), default
   preset, on OpenVINO.

@@ -7,7 +7,10 @@ The counterpart of MXNet 2.0's ``quantize_net`` (oneDNN flow):
    (:func:`quantizable_layers` lists them with their names);
 3. calibrate: run the float32 model on ``calib_data`` and collect ranges
    (``naive`` min/max, ``entropy`` KL, ``percentile``, or a ``custom`` collector);
-4. realize: write a quantize/dequantize module with s8 weights and u8/s8 activations.
+4. realize: write a quantize/dequantize module with s8 weights and u8/s8 activations;
+5. optionally (``validation=(data, metric_fn), max_drop=...``), accuracy control: keep the
+   most sensitive layers float32 until the validation metric is within budget
+   (:mod:`.accuracy_control`).
 
 The result compiles with ``tvm.compile(qmod, target, relax_pipeline="onednn")``, where the
 int8 pattern table fuses every QDQ chain into one int8 oneDNN primitive, and also with TVM's
