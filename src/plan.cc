@@ -32,6 +32,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <map>
 
 #include "primitives.h"
 
@@ -96,6 +97,7 @@ class Planner {
           break;
       }
       ReleaseDead(static_cast<int>(n));
+      for (int slot : release_after_[static_cast<int>(n)]) slots_.Release(slot);
     }
     PlanOutputs();
     plan_->slot_sizes = slots_.sizes();
@@ -722,36 +724,54 @@ class Planner {
     MemDesc a_md = PlainLike(MemDesc(dims.src, dt::f32, tag::any));
     MemDesc q_md = PlainLike(MemDesc(dims.src, dt_q, tag::any));
     MemDesc scale_md({1}, dt::f32, tag::a), zp_md({1}, dt::s32, tag::a);
-    BufRef a = Operand(g_.ValueId(node.inputs[0]), a_md, n, "a");
-    BufRef scale = {BufKind::kSlot, slots_.Alloc(sizeof(float))};
-    BufRef zp = {BufKind::kSlot, slots_.Alloc(sizeof(int32_t))};
-    BufRef a_q = {BufKind::kSlot, slots_.Alloc(q_md.get_size())};
-    Step range;
-    range.host = HostOp::kDynamicScale;
-    range.node = n;
-    range.host_dims = {u8 ? 1 : 0};
-    range.host_label = g_.symbol + ": node " + std::to_string(n) + " (" + node.op + ")";
-    range.args = {{DNNL_ARG_SRC, a, a_md}, {DNNL_ARG_DST, scale, scale_md},
-                  {DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_DST, zp, zp_md}};
-    plan_->steps.push_back(std::move(range));
-    dnnl::primitive_attr qattr;
-    qattr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-    qattr.set_scales_mask(DNNL_ARG_DST, 0);
-    if (u8) qattr.set_zero_points_mask(DNNL_ARG_DST, 0);
-    dnnl::reorder::primitive_desc qpd;
-    try {
-      qpd = dnnl::reorder::primitive_desc(CpuEngine(), a_md, CpuEngine(), q_md, qattr);
-    } catch (const dnnl::error& e) {
-      Fail(n, std::string("oneDNN cannot quantize a with a runtime scale: ") + e.what());
+    int a_vid = g_.ValueId(node.inputs[0]);
+    auto key = std::make_pair(a_vid, u8);
+    auto shared = dynamic_quants_.find(key);
+    if (shared == dynamic_quants_.end()) {
+      // The last dynamic qmatmul quantizing the same value to the same dtype (q / k / v
+      // projections of one tensor) reuses this quantization: its slots live until then.
+      int last = n;
+      for (size_t m = n + 1; m < g_.nodes.size(); ++m) {
+        const Node& c = g_.nodes[m];
+        if (c.spec->base == BaseOp::kMatmul && c.quant.dynamic_src &&
+            (c.quant.dynamic_dtype == DType::kUInt8) == u8 && g_.ValueId(c.inputs[0]) == a_vid) {
+          last = static_cast<int>(m);
+        }
+      }
+      BufRef a = Operand(a_vid, a_md, n, "a");
+      DynamicQuant dq{{BufKind::kSlot, slots_.Alloc(sizeof(float))},
+                      {BufKind::kSlot, slots_.Alloc(sizeof(int32_t))},
+                      {BufKind::kSlot, slots_.Alloc(q_md.get_size())}};
+      Step range;
+      range.host = HostOp::kDynamicScale;
+      range.node = n;
+      range.host_dims = {u8 ? 1 : 0};
+      range.host_label = g_.symbol + ": node " + std::to_string(n) + " (" + node.op + ")";
+      range.args = {{DNNL_ARG_SRC, a, a_md}, {DNNL_ARG_DST, dq.scale, scale_md},
+                    {DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_DST, dq.zp, zp_md}};
+      plan_->steps.push_back(std::move(range));
+      dnnl::primitive_attr qattr;
+      qattr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+      qattr.set_scales_mask(DNNL_ARG_DST, 0);
+      if (u8) qattr.set_zero_points_mask(DNNL_ARG_DST, 0);
+      dnnl::reorder::primitive_desc qpd;
+      try {
+        qpd = dnnl::reorder::primitive_desc(CpuEngine(), a_md, CpuEngine(), q_md, qattr);
+      } catch (const dnnl::error& e) {
+        Fail(n, std::string("oneDNN cannot quantize a with a runtime scale: ") + e.what());
+      }
+      Step quant;
+      quant.prim = dnnl::reorder(qpd);
+      quant.node = n;
+      quant.args = {{DNNL_ARG_FROM, a, a_md}, {DNNL_ARG_TO, dq.a_q, q_md},
+                    {DNNL_ARG_ATTR_SCALES | DNNL_ARG_DST, dq.scale, scale_md}};
+      if (u8) quant.args.push_back({DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_DST, dq.zp, zp_md});
+      AddScratchpad(qpd, &quant);
+      plan_->steps.push_back(std::move(quant));
+      for (const BufRef& b : {dq.scale, dq.zp, dq.a_q}) release_after_[last].push_back(b.index);
+      shared = dynamic_quants_.emplace(key, dq).first;
     }
-    Step quant;
-    quant.prim = dnnl::reorder(qpd);
-    quant.node = n;
-    quant.args = {{DNNL_ARG_FROM, a, a_md}, {DNNL_ARG_TO, a_q, q_md},
-                  {DNNL_ARG_ATTR_SCALES | DNNL_ARG_DST, scale, scale_md}};
-    if (u8) quant.args.push_back({DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_DST, zp, zp_md});
-    AddScratchpad(qpd, &quant);
-    plan_->steps.push_back(std::move(quant));
+    const DynamicQuant& dq = shared->second;
 
     PostOps post;
     if (spec.has_add) {
@@ -763,17 +783,16 @@ class Planner {
     auto pd = MakeMatmulPd(node, dims, q_md, w_any, dst_md, post);
     if (!pd) Fail(n, "oneDNN has no int8 matmul implementation for these shapes");
     std::vector<ArgBinding> args;
-    args.push_back({DNNL_ARG_SRC, a_q, q_md});
+    args.push_back({DNNL_ARG_SRC, dq.a_q, q_md});
     WeightRounding rounding = BindWeightsAndPostOps(n, *pd, post, "b", &args);
-    args.push_back({DNNL_ARG_ATTR_SCALES | DNNL_ARG_SRC, scale, scale_md});
-    if (u8) args.push_back({DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, zp, zp_md});
+    args.push_back({DNNL_ARG_ATTR_SCALES | DNNL_ARG_SRC, dq.scale, scale_md});
+    if (u8) args.push_back({DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, dq.zp, zp_md});
     MemDesc value_md = PlainDesc(node.out.shape, node.out.dtype);
     BufRef dst = DstBuffer(n, value_md, direct);
     args.push_back({DNNL_ARG_DST, dst, pd->dst_desc()});
     FinishNode(n, *pd, dnnl::matmul(*pd), std::move(args), value_md, dst, direct,
                spec.has_add ? "binary_add" : "none", q_md, pd->weights_desc(), pd->dst_desc(),
                rounding);
-    for (const BufRef& b : {scale, zp, a_q}) slots_.Release(b.index);
   }
 
   void PlanMatmul(int n) {
@@ -1248,6 +1267,12 @@ class Planner {
   SlotAllocator slots_;
   std::vector<int> slot_aliases_;  // per slot: values viewing it beyond the first
   std::vector<ValueState> vals_;
+  /*! \brief Per-call quantization of a value (dynamic qmatmul), shared by its readers. */
+  struct DynamicQuant {
+    BufRef scale, zp, a_q;
+  };
+  std::map<std::pair<int, bool>, DynamicQuant> dynamic_quants_;  // (value, u8) -> slots
+  std::map<int, std::vector<int>> release_after_;  // node -> slots freed after it
 };
 
 }  // namespace

@@ -217,3 +217,24 @@ def test_dynamic_conv_is_rejected():
                     strides=[1, 1], padding=[0, 0, 0, 0], dilation=[1, 1], groups=1))
     _error(g.doc(), r'quant.src_scale "dynamic" \(per-call quantization\) is supported by '
                     r"onednn.qmatmul\* only")
+
+
+def test_readers_of_one_tensor_share_its_quantization():
+    """q / k / v style: three dynamic qmatmuls of one input quantize it once (one range
+    step, one reorder, then three matmuls); a fourth reading it as s8 quantizes again."""
+    rng = np.random.default_rng(3)
+    g = QGraph("dyn_0")
+    x = g.input([5, 32])
+    consts = []
+    for i, dtype in enumerate(["uint8", "uint8", "uint8", "int8"]):
+        w, ws = qweights((32, 16), 10 + i), weight_scales(16, 20 + i)
+        consts.append((w, ws, dtype))
+        g.output(g.node(qname("matmul"), [x, g.const(w)], [5, 16], "float32",
+                        {"src_scale": "dynamic", "src_dtype": dtype, "weight_scales": ws}))
+    mod = g.build()
+    a = (rng.standard_normal((5, 32)) - 0.4).astype(np.float32)
+    outs = [tvm.runtime.tensor(np.full((5, 16), np.nan, np.float32)) for _ in consts]
+    mod[g.symbol](tvm.runtime.tensor(a), *outs)
+    for out, (w, ws, dtype) in zip(outs, consts):
+        assert_close(out.numpy(), reference(a, w, ws, dtype=dtype))
+    assert [n["step"] for n in kernel_info(mod)] == [2, 3, 4, 7]
