@@ -11,8 +11,15 @@ with a quantize (u8/s8 output) or writes float32. The residual is either
 Pools on int8 data are ``quantize(pool(dequantize(x_q)))``; lone ``quantize`` and
 ``dequantize`` are the boundary ops ``onednn.quantize`` / ``onednn.dequantize``.
 
+Dynamic chains (``calib_mode="none"``): a matmul chain whose input is
+``dequantize(quantize(x, s, zp), s, zp)`` with ``s`` / ``zp`` computed from ``x`` in the graph,
+exactly as :mod:`tvm_onednn.quantize.realize` writes it, is fused together with that scale
+computation into the same ``onednn.qmatmul*`` name, written with ``"src_scale": "dynamic"``
+(the runtime quantizes ``x`` per call). They write float32 and add float32 residuals only.
+
 Check functions reject what the runtime cannot run (non-zero weight zero points, activation
-zero points outside their dtype, non-constant weights or scales, per-channel activation scales, unsupported dtypes) and say why.
+zero points outside their dtype, non-constant weights or scales, per-channel activation
+scales, unsupported dtypes) and say why.
 
 The table must be matched *before* ``FoldConstant`` runs: it folds
 ``dequantize(int8 constant)`` into a float32 weight, even inside composite functions
@@ -247,7 +254,8 @@ def _why_not_zero_point(what: str, zero_point: relax.Expr, dtype: str | None = N
 def _why_not_scalar_scale(what: str, scale: relax.Expr) -> str | None:
     values = _const_values(scale)
     if values is None:
-        return f"{what} scale must be a constant (calibrated; run-time scales stay with TVM)"
+        return (f"{what} scale must be a constant (calibrated; run-time scales run in oneDNN "
+                "only in the dynamic matmul form realize writes)")
     if values.size != 1:
         return f"{what} scale must be one value per tensor (no per-channel activations)"
     if ru.dtype(scale) != "float32" or not np.isfinite(values).all() or values.item() <= 0:
