@@ -21,7 +21,7 @@ import tvm
 
 from numpy_ref import activation
 from runtime_utils import kernel_info
-from test_runtime_int8 import QGraph, qname, qweights, weight_scales
+from test_runtime_int8 import QGraph, effective_weights, qname, qweights, weight_scales
 from tvm_onednn import _ffi_api
 
 RTOL = 2e-3
@@ -48,6 +48,11 @@ def reference(a, w, ws, bias=None, act=None, residual=None, dtype="uint8", zero_
     if residual is not None:
         y = y + residual
     return activation(y, act)
+
+
+def eff(mod, w, node=0):
+    """The weights the node computes with (halved by the saturation guard without VNNI)."""
+    return effective_weights(w, kernel_info(mod)[node]["weights_rounding"])
 
 
 def assert_close(actual, expected):
@@ -99,7 +104,8 @@ def test_dynamic_qmatmul(dtype, a_shape, bias, act, add):
         inputs.append(residual)
     mod = g.build()
     out = call(g, mod, *inputs)
-    assert_close(out, reference(a, c["w"], c["ws"], c.get("bias"), act, residual, dtype))
+    assert_close(out, reference(a, eff(mod, c["w"]), c["ws"], c.get("bias"), act, residual,
+                                dtype))
     (info,) = kernel_info(mod)
     assert not info["impl"].startswith("ref"), info
     assert info["src_dtype"] == {"uint8": "u8", "int8": "s8"}[dtype]
@@ -116,9 +122,9 @@ def test_scale_and_zero_point_follow_each_call():
     large = (rng.standard_normal((6, 32)) * 50 - 20).astype(np.float32)
     for a in (small, large, small):
         out = call(g, mod, a)
-        expected = reference(a, c["w"], c["ws"], c["bias"])
+        expected = reference(a, eff(mod, c["w"]), c["ws"], c["bias"])
         assert_close(out, expected)
-    wrong = reference(large, c["w"], c["ws"], c["bias"], zero_point=False)
+    wrong = reference(large, eff(mod, c["w"]), c["ws"], c["bias"], zero_point=False)
     assert np.abs(call(g, mod, large) - wrong).max() > 100 * RTOL * np.abs(wrong).max()
     # s8 symmetric spends half its levels on a one-sided range: u8 asymmetric is closer
     exact = large.astype(np.float64) @ (c["w"] * np.asarray(c["ws"])) + c["bias"]
@@ -135,7 +141,7 @@ def test_symbolic_rows():
         a = np.random.default_rng(m).standard_normal((m, 40)).astype(np.float32)
         if m == 1:
             a[:] = np.abs(a)  # one row, one-sided: zero point 0
-        assert_close(call(g, mod, a), reference(a, c["w"], c["ws"], c["bias"]))
+        assert_close(call(g, mod, a), reference(a, eff(mod, c["w"]), c["ws"], c["bias"]))
 
 
 def test_all_zero_input_gives_the_bias():
@@ -160,6 +166,7 @@ def test_non_finite_input_is_an_error(bad):
 def test_concurrent_calls_keep_their_own_scales():
     g, c = dynamic_graph((8, 32), 16, "uint8")
     mod = g.build()
+    w_eff = eff(mod, c["w"])
     errors = []
 
     def worker(seed):
@@ -167,7 +174,7 @@ def test_concurrent_calls_keep_their_own_scales():
         for _ in range(20):
             a = (rng.standard_normal((8, 32)) * rng.uniform(0.01, 100)).astype(np.float32)
             try:
-                assert_close(call(g, mod, a), reference(a, c["w"], c["ws"], c["bias"]))
+                assert_close(call(g, mod, a), reference(a, w_eff, c["ws"], c["bias"]))
             except AssertionError as e:  # pragma: no cover - reported below
                 errors.append(e)
 
@@ -235,6 +242,6 @@ def test_readers_of_one_tensor_share_its_quantization():
     a = (rng.standard_normal((5, 32)) - 0.4).astype(np.float32)
     outs = [tvm.runtime.tensor(np.full((5, 16), np.nan, np.float32)) for _ in consts]
     mod[g.symbol](tvm.runtime.tensor(a), *outs)
-    for out, (w, ws, dtype) in zip(outs, consts):
-        assert_close(out.numpy(), reference(a, w, ws, dtype=dtype))
+    for i, (out, (w, ws, dtype)) in enumerate(zip(outs, consts)):
+        assert_close(out.numpy(), reference(a, eff(mod, w, i), ws, dtype=dtype))
     assert [n["step"] for n in kernel_info(mod)] == [2, 3, 4, 7]
