@@ -23,6 +23,7 @@ import functools
 import io
 import itertools
 import json
+import logging
 import sys
 import tempfile
 import time
@@ -360,22 +361,28 @@ def _tune(tasks: list[Any], target: Any, work_dir: Path, trials: int) -> None:
 
     work_dir.mkdir(parents=True, exist_ok=True)
     workers.import_cpu_tensor_intrinsics(target)
+    ms_logger = logging.getLogger("tvm.s_tir.meta_schedule")  # its console echo: tables
+    level = ms_logger.level
+    ms_logger.setLevel(logging.WARNING)  # the full log stays in work_dir/logs
     per_task = -(-trials // len(tasks))
-    contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-        tasks, str(work_dir), strategy=ms.search_strategy.EvolutionarySearch(
-            population_size=int(min(512, max(64, 4 * per_task)))))  # fmt: skip
-    cores = int(target.attrs["num-cores"])
-    builder = workers.PooledBuilder(timeout_sec=60.0)
-    runner = ms.runner.LocalRunner(timeout_sec=60.0,
-                                   initializer=workers.thread_pool_initializer(cores))  # fmt: skip
     try:
-        ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(work_dir),
-                      max_trials_global=trials, max_trials_per_task=per_task,
-                      num_trials_per_iter=min(8, per_task), builder=builder, runner=runner,
-                      database=ms.database.JSONDatabase(work_dir=str(work_dir)))  # fmt: skip
+        contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+            tasks, str(work_dir), strategy=ms.search_strategy.EvolutionarySearch(
+                population_size=int(min(512, max(64, 4 * per_task)))))  # fmt: skip
+        cores = int(target.attrs["num-cores"])
+        builder = workers.PooledBuilder(timeout_sec=60.0)
+        runner = ms.runner.LocalRunner(timeout_sec=60.0,
+                                       initializer=workers.thread_pool_initializer(cores))
+        try:
+            ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(work_dir),
+                          max_trials_global=trials, max_trials_per_task=per_task,
+                          num_trials_per_iter=min(8, per_task), builder=builder, runner=runner,
+                          database=ms.database.JSONDatabase(work_dir=str(work_dir)))
+        finally:
+            builder.shutdown()
+            runner.pool.shutdown()
     finally:
-        builder.shutdown()
-        runner.pool.shutdown()
+        ms_logger.setLevel(level)
 
 
 def _flops(mod: Any) -> float:
