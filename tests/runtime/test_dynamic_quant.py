@@ -245,3 +245,13 @@ def test_readers_of_one_tensor_share_its_quantization():
     for i, (out, (w, ws, dtype)) in enumerate(zip(outs, consts)):
         assert_close(out.numpy(), reference(a, eff(mod, w, i), ws, dtype=dtype))
     assert [n["step"] for n in kernel_info(mod)] == [2, 3, 4, 7]
+
+
+def test_save_load_round_trip():
+    g, c = dynamic_graph((2, 6, 32), 16, "uint8", act="gelu", symbolic=True)
+    mod = g.build()
+    a = np.random.default_rng(4).standard_normal((3, 6, 32)).astype(np.float32)
+    expected = call(g, mod, a)
+    loaded = _ffi_api.load_from_bytes(_ffi_api.save_to_bytes(mod))
+    loaded["__init_" + g.symbol]([tvm.runtime.tensor(v) for v in g.const_values])
+    np.testing.assert_array_equal(call(g, loaded, a), expected)
