@@ -96,6 +96,7 @@ def test_reverts_the_sensitive_layer_and_meets_the_budget(setup, controlled):
     assert control.metric_fp32 - control.metric_int8 > 5 * MAX_DROP  # really sensitive
     assert control.met and control.drop <= MAX_DROP
     assert control.evaluations == 2  # everything int8, then conv2d_2 reverted
+    assert control.builds == 1 + 2 + 4  # float32, 2 evaluations, 4 ranking builds
     assert control.validation_batches == len(val)
     # The returned model's metric, recomputed on TVM's own build of it: 1e-3 covers the
     # rounding differences between oneDNN int8 kernels and TVM's fake-quantized float math.
@@ -131,6 +132,7 @@ def test_within_budget_nothing_is_reverted(setup):
     )
     control = report.accuracy_control
     assert control.reverted == [] and control.evaluations == 1 and control.ranking == []
+    assert control.builds == 2
     assert report.num_quantized == 4
     plain = Runner(build(tvm_onednn.quantize(mod, calib)))
     run = Runner(build(qmod))
