@@ -36,7 +36,7 @@ from ..calib import CalibrationError
 from ..calib.collector import Range
 from ..target import host_target_spec
 from .annotate import QuantPlan, replan
-from .calibrate import _Inputs
+from .calibrate import ModelInputs
 from .realize import realize
 
 __all__ = ["AccuracyControlReport", "Metric", "check_validation", "control_accuracy",
@@ -193,7 +193,7 @@ class _Evaluator:
     """Builds modules with the ``"onednn"`` pipeline and scores them on the validation data."""
 
     def __init__(self, mod: tvm.IRModule, batches: Sequence, metric: Metric):
-        inputs = _Inputs(mod["main"])
+        inputs = ModelInputs(mod["main"])
         self.args = []
         for i, batch in enumerate(batches):
             try:

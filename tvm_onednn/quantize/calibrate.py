@@ -43,7 +43,7 @@ from ..target import host_target_spec
 from .annotate import QuantPlan
 from .inline import CompositeInliner, with_main
 
-__all__ = ["BACKENDS", "CalibrationRun", "calibrate", "instrument", "run_calibration"]
+__all__ = ["BACKENDS", "CalibrationRun", "ModelInputs", "calibrate", "instrument", "run_calibration"]
 
 logger = logging.getLogger(__name__)
 
@@ -181,7 +181,7 @@ class CalibrationRun:
     collector: str = ""
 
 
-class _Inputs:
+class ModelInputs:
     """Turns one calibration batch into the model's positional arguments, checking them.
 
     A symbolic dim of an input (``n`` of ``[n, 3, 224, 224]``) takes any size, the same
@@ -379,7 +379,7 @@ def run_calibration(
     names = plan.range_names
     collector_name = type(collector).__name__
     mod = instrument(plan)
-    inputs = _Inputs(mod["main"])
+    inputs = ModelInputs(mod["main"])
     batches, total = _batches(calib_data, num_calib_batches)
     calibrator = _Calibrator(mod)
 
