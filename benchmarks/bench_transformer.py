@@ -27,6 +27,7 @@ import logging
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,7 @@ PAIRS = tuple((i, i + 1) for i in range(0, 24, 2)) + (
 )  # fmt: skip
 LAYERS = 6  # encoder layers of all-MiniLM-L6-v2
 HEADS, HIDDEN = 12, 384
+MAX_SEQ = 512  # the model's position embeddings
 #: The ops an encoder layer spends its time in (the offload summary reports them per layer).
 HEAVY_OPS = ("relax.matmul", "relax.nn.layer_norm", "relax.nn.softmax", "relax.nn.gelu")
 
@@ -255,6 +257,8 @@ class TvmOnednnSystem(TvmVmSystem):
                 "calib_mode": self.calib_mode,
                 "calib_batches": 0 if calib is None else len(calib),
                 "layers_quantized": f"{report.num_quantized}/{report.num_layers}",
+                "float_layers": dict(Counter(f"{layer.kind}: {layer.reason}"
+                                             for layer in report.layers if not layer.quantized)),
             }
         self._settings |= {"target": self.target, "dynamic": self.dynamic,
                            "offload": _summary(mod)}  # fmt: skip
@@ -627,6 +631,8 @@ def format_workload(rows: list[dict[str, Any]], isa: str, threads: int) -> str:
         if row["settings"].get("layers_quantized"):
             quantized = row["settings"]["layers_quantized"]
             notes.append(f"  {row['system']}: layers quantized {quantized}")
+            for reason, n in row["settings"].get("float_layers", {}).items():
+                notes.append(f"    {n} float32: {reason}")
     return "\n".join(lines + notes)
 
 
@@ -654,7 +660,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    models, mcpu = prepare(args, ["minilm"])
+    _, mcpu = prepare(args, ["minilm"])
     from tvm_onednn._ffi_api import cpu_isa
     from tvm_onednn.models.minilm import minilm_missing
 
@@ -664,6 +670,12 @@ def main(argv: list[str] | None = None) -> int:
     # Smallest workloads first: the TVM budget estimate comes from the earlier ones.
     shapes = [(int(b), int(s)) for b in parse_list(args.batches) for s in parse_list(args.seqs)]
     shapes.sort(key=lambda bs: (bs[0] * bs[1], bs))
+    bad = [f"batch {b} seq {s}" for b, s in shapes if b < 1 or not 2 <= s <= MAX_SEQ]
+    if bad:
+        raise ValueError(f"need batch >= 1 and 2 <= seq <= {MAX_SEQ}, got {', '.join(bad)}")
+    if args.tune_tasks < 1 or args.calib_batches < 1:
+        raise ValueError(f"--tune-tasks and --calib-batches must be >= 1, got "
+                         f"{args.tune_tasks} and {args.calib_batches}")  # fmt: skip
     isa, meta = cpu_isa(), {"benchmark": "transformer", "argv": sys.argv,
                             "options": {k: str(v) for k, v in vars(args).items()} | {"mcpu": mcpu}}
     rows: list[dict[str, Any]] = []

@@ -102,3 +102,13 @@ def test_unknown_system_is_an_error(bench):
     args = bench.parse_args(["--systems", "tvm-onednn,nope"])
     with pytest.raises(ValueError, match="unknown system\\(s\\) \\['nope'\\]"):
         bench.make_systems(["tvm-onednn", "nope"], args, "x86-64")
+
+
+@pytest.mark.parametrize("option, match", [
+    (["--seqs", "1"], "2 <= seq <= 512, got batch 1 seq 1"),
+    (["--batches", "0", "--seqs", "16"], "got batch 0 seq 16"),
+    (["--seqs", "16", "--tune-tasks", "0"], "--tune-tasks and --calib-batches must be >= 1"),
+])  # fmt: skip
+def test_bad_options_are_errors(bench, option, match):
+    with pytest.raises(ValueError, match=match):
+        bench.main(["--batches", "1", "--systems", "onnxruntime", *option])
