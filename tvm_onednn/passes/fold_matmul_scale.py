@@ -85,8 +85,9 @@ class _Folder(PyExprMutator):
         product = self.builder_.emit(relax.op.matmul(a, b, call.attrs.out_dtype))
         if not tvm_ffi.structural_equal(product.ty, call.ty):
             return call
-        dtype = ru.dtype(call)
-        scale = relax.const(np.array(sa * sb, dtype=dtype))
+        # the product's dtype: ``call`` rebuilt by the mutator may not carry its type yet
+        dtype = ru.dtype(product)
+        scale = relax.const(np.array(sa * sb, dtype=dtype), dtype)
         return relax.op.multiply(product, scale)
 
 
