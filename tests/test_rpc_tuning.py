@@ -4,7 +4,7 @@ The tracker and servers are TVM's own ``python -m tvm.exec.rpc_tracker`` / ``rpc
 started as subprocesses on free 127.0.0.1 ports (each in its own process group, killed in
 the fixture's teardown, also when a test fails: ``rpc_server`` runs the server in a
 ``popen_worker`` child, which outlives a kill of the parent's pid alone). The tuning runs are tiny (8 trials on
-one softmax task): they check the plumbing, not the speed-up.
+one log_softmax task): they check the plumbing, not the speed-up.
 """
 
 import contextlib
@@ -30,7 +30,7 @@ from tvm_onednn.tuning import (
 )
 from tvm_onednn.tuning.local_rpc import local_tracker
 
-from .test_tuning import matmul_softmax_onnx
+from .test_tuning import matmul_log_softmax_onnx
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("xgboost")
@@ -52,7 +52,7 @@ def tracker(tmp_path_factory):
 def rpc_tuned(tracker, tmp_path_factory):
     """8 trials over RPC (library) into A, then 8 more (command line, over RPC) on A."""
     root = tmp_path_factory.mktemp("rpc_tuning")
-    model = matmul_softmax_onnx()
+    model = matmul_log_softmax_onnx()
     onnx.save(model, root / "model.onnx")
     mod = tvm_onednn.from_onnx(model)
     start = time.perf_counter()
@@ -72,7 +72,7 @@ def rpc_tuned(tracker, tmp_path_factory):
 
 def test_tuning_over_rpc_writes_records(rpc_tuned, tracker):
     _, _, _, first, first_count, _ = rpc_tuned
-    assert [t.name for t in first.tasks] == ["softmax"]
+    assert [t.name for t in first.tasks] == ["log_softmax"]
     assert first.trials == 8 and first.tasks[0].errors == 0, str(first)
     assert first.records_before == 0 and first.records_after == first_count >= 8
     assert f"RPC tracker {tracker}" in first.measured_on and "2 server(s)" in first.measured_on
@@ -88,7 +88,7 @@ def test_second_rpc_run_keeps_records(rpc_tuned, tracker):
 
 def test_rpc_tuned_build_matches_onnxruntime(rpc_tuned):
     model, mod, root, _, _, _ = rpc_tuned
-    assert tuned_kernels(mod, None, [root / "a"]) == (["softmax"], [])
+    assert tuned_kernels(mod, None, [root / "a"]) == (["log_softmax"], [])
     x = np.random.default_rng(0).standard_normal((1, 32, 64)).astype("float32")
     expected = ort.InferenceSession(
         model.SerializeToString(), providers=["CPUExecutionProvider"]
@@ -106,7 +106,7 @@ def _silent_port() -> int:
 
 def test_tracker_that_does_not_answer_fails_fast(tmp_path):
     address = f"127.0.0.1:{_silent_port()}"
-    mod = tvm_onednn.from_onnx(matmul_softmax_onnx())
+    mod = tvm_onednn.from_onnx(matmul_log_softmax_onnx())
     start = time.perf_counter()
     with pytest.raises(RPCTrackerError, match="does not answer") as err:
         tvm_onednn.tune(mod, work_dir=tmp_path / "w", max_trials=8, rpc_tracker=address,
@@ -117,7 +117,7 @@ def test_tracker_that_does_not_answer_fails_fast(tmp_path):
 
 
 def test_key_without_servers_fails_fast(tracker, tmp_path):
-    mod = tvm_onednn.from_onnx(matmul_softmax_onnx())
+    mod = tvm_onednn.from_onnx(matmul_log_softmax_onnx())
     start = time.perf_counter()
     with pytest.raises(RPCTrackerError, match="no server under key 'nobody'") as err:
         tvm_onednn.tune(mod, work_dir=tmp_path / "w", max_trials=8, rpc_tracker=tracker,
@@ -148,7 +148,7 @@ def _cli_fails(argv, capsys, *needles):
 
 def test_cli_rpc_errors(tracker, tmp_path, capsys):
     model = tmp_path / "model.onnx"
-    onnx.save(matmul_softmax_onnx(), model)
+    onnx.save(matmul_log_softmax_onnx(), model)
     base = ["tune", model, "--work-dir", tmp_path / "w", "--trials", 8]
     down = f"127.0.0.1:{_silent_port()}"
     _cli_fails(base + ["--rpc-tracker", down, "--rpc-key", KEY], capsys, down, "does not answer")
@@ -164,7 +164,7 @@ def test_cli_rpc_errors(tracker, tmp_path, capsys):
 
 def test_cli_tracker_down_in_a_fresh_process(tmp_path):
     model = tmp_path / "model.onnx"
-    onnx.save(matmul_softmax_onnx(), model)
+    onnx.save(matmul_log_softmax_onnx(), model)
     down = f"127.0.0.1:{_silent_port()}"
     result = subprocess.run(
         [sys.executable, "-m", "tvm_onednn", "tune", str(model), "--work-dir",

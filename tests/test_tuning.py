@@ -1,6 +1,6 @@
 """MetaSchedule tuning of what stays with TVM: tasks, records, resuming, merging, applying.
 
-The tuning runs are tiny (8 trials on one softmax task) to keep CI time modest; they check
+The tuning runs are tiny (8 trials on one log_softmax task) to keep CI time modest; they check
 the plumbing (records written, kept, merged and applied), not the speed-up.
 """
 
@@ -37,15 +37,15 @@ ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("xgboost")
 
 
-def matmul_softmax_onnx(seq: int = 32, hidden: int = 64):
-    """data [1, seq, hidden] -> MatMul + Add (oneDNN) -> Softmax (TVM)."""
+def matmul_log_softmax_onnx(seq: int = 32, hidden: int = 64):
+    """data [1, seq, hidden] -> MatMul + Add (oneDNN) -> LogSoftmax (TVM's kernel, tuned)."""
     g = GraphBuilder(0)
     w = g.const("w", g.rng.standard_normal((hidden, hidden)).astype("float32") * 0.1)
     b = g.const("b", g.rng.standard_normal(hidden).astype("float32") * 0.1)
     y = g.op("Add", [g.op("MatMul", ["data", w], "matmul"), b], "bias")
-    out = g.op("Softmax", [y], "output", axis=-1)
+    out = g.op("LogSoftmax", [y], "output", axis=-1)
     shape = [1, seq, hidden]
-    return g.model([("data", shape)], [(out, shape)], "matmul_softmax")
+    return g.model([("data", shape)], [(out, shape)], "matmul_log_softmax")
 
 
 def test_offloaded_convs_are_not_tuning_tasks():
@@ -68,6 +68,8 @@ def test_nothing_to_tune_reports_no_tasks(tmp_path):
     mod = tvm_onednn.from_onnx(g.model([("data", [4, 16])], [(y, [4, 8])], "mlp"))
     report = tune(mod, work_dir=tmp_path / "w", max_trials=8)
     assert report.tasks == [] and report.trials == 0
+    # the (empty) records still build, as the command line's --tuning-records would
+    assert tvm_onednn.compile_model(mod, tuning_records=[tmp_path / "w"]) is not None
     assert "nothing to tune" in str(report)
 
 
@@ -75,7 +77,7 @@ def test_nothing_to_tune_reports_no_tasks(tmp_path):
 def tuned(tmp_path_factory):
     """A tiny tuning run (library) into A, a copy of A as B, a second run (command line) on A."""
     root = tmp_path_factory.mktemp("tuning")
-    model = matmul_softmax_onnx()
+    model = matmul_log_softmax_onnx()
     onnx.save(model, root / "model.onnx")
     mod = tvm_onednn.from_onnx(model)
     first = tune(mod, work_dir=root / "a", max_trials=8, seed=1)
@@ -89,16 +91,16 @@ def tuned(tmp_path_factory):
 
 def test_tuning_writes_records(tuned):
     _, _, root, first, _ = tuned
-    assert [t.name for t in first.tasks] == ["softmax"]
+    assert [t.name for t in first.tasks] == ["log_softmax"]
     assert first.records_before == 0
     assert first.trials == 8 and first.records_after == count_records(root / "b") >= 8
     assert first.tasks[0].best_us is not None and math.isfinite(first.tasks[0].best_us)
-    assert "softmax" in str(first) and "0 before" in str(first)
+    assert "log_softmax" in str(first) and "0 before" in str(first)
 
 
 def test_second_run_keeps_records(tuned):
     _, _, root, first, second = tuned
-    assert "softmax" in second
+    assert "log_softmax" in second
     assert f"{first.records_after} before, {count_records(root / 'a')} now" in second
     assert count_records(root / "a") > first.records_after
 
@@ -107,7 +109,7 @@ def test_records_from_two_work_dirs_apply_and_match_onnxruntime(tuned):
     model, mod, root, _, _ = tuned
     work_dirs = [root / "a", root / "b"]
     tuned_names, untuned_names = tuned_kernels(mod, None, work_dirs)
-    assert tuned_names == ["softmax"] and untuned_names == []
+    assert tuned_names == ["log_softmax"] and untuned_names == []
     x = np.random.default_rng(0).standard_normal((1, 32, 64)).astype("float32")
     expected = ort.InferenceSession(
         model.SerializeToString(), providers=["CPUExecutionProvider"]
@@ -132,7 +134,7 @@ def test_merged_database_answers_with_the_best_record(tuned):
 
 def test_untuned_kernels_are_reported(tuned, tmp_path):
     _, mod, _, _, _ = tuned
-    assert tuned_kernels(mod) == ([], ["softmax"])
+    assert tuned_kernels(mod) == ([], ["log_softmax"])
     with pytest.raises(TuningRecordsError):
         compile_model(mod, tuning_records=[tmp_path])
 
@@ -141,13 +143,13 @@ def test_pipeline_lowering_is_what_is_tuned():
     """lower_for_tvm + the finishing passes == relax_pipeline="onednn" (same kernels)."""
     from tvm_onednn.pipeline import lower_for_tvm
 
-    mod = tvm_onednn.from_onnx(matmul_softmax_onnx())
+    mod = tvm_onednn.from_onnx(matmul_log_softmax_onnx())
     target = tuning_target(None)
     lowered = lower_for_tvm(mod, target)
     kernels = sorted(
         gv.name_hint for gv, f in lowered.functions.items() if isinstance(f, tvm.tirx.PrimFunc)
     )
-    assert kernels == ["softmax"]
+    assert kernels == ["log_softmax"]
     assert any(
         isinstance(f, relax.Function) and "call_dps_packed" in f.script()
         for f in lowered.functions.values()

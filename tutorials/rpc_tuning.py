@@ -59,9 +59,9 @@ def main() -> None:
     # On real servers: their CPU ("mcpu") and the threads to measure with ("num-cores").
     target = {**host_target_spec(), "num-cores": threads}
     if args.fast:
-        model = encoder_block_onnx(seq=32, hidden=64, heads=2, ffn=128)
+        model = encoder_block_onnx(seq=32, hidden=64, heads=2, ffn=128, log_softmax_head=True)
     else:
-        model = encoder_block_onnx()
+        model = encoder_block_onnx(log_softmax_head=True)
     mod = tvm_onednn.from_onnx(model)
 
     with contextlib.ExitStack() as stack:

@@ -1,8 +1,9 @@
-"""A short MetaSchedule tuning session on a transformer encoder block.
+"""A short MetaSchedule tuning session on a transformer encoder block with a LogSoftmax head.
 
-After the oneDNN offload, the encoder block's matmuls run in oneDNN; what stays with TVM
-is softmax, the two layer norms, the scaling and the head transposes. Untuned, TVM's
-kernels for these are plain loops (one thread, no vectorization). ``tvm_onednn.tune``
+After the oneDNN offload the whole encoder block (matmuls, softmax, layer norms, GELU, head
+transposes) runs in one oneDNN region; what stays with TVM is the LogSoftmax head, for
+which oneDNN has no pattern. Untuned, TVM's kernel for it is a plain loop (one thread, no
+vectorization). ``tvm_onednn.tune``
 tunes exactly those (oneDNN regions are not tuning tasks) with MetaSchedule's
 evolutionary search and XGBoost cost model, and ``compile_model(...,
 tuning_records=[work_dir])`` builds with the best schedule found for each kernel.
@@ -51,9 +52,9 @@ def main() -> None:
     tvm_onednn.set_num_threads(threads)  # oneDNN's and TVM's threads in this process
     target = {**host_target_spec(), "num-cores": threads}
     if args.fast:
-        model = encoder_block_onnx(seq=32, hidden=64, heads=2, ffn=128)
+        model = encoder_block_onnx(seq=32, hidden=64, heads=2, ffn=128, log_softmax_head=True)
     else:
-        model = encoder_block_onnx()  # seq 128, hidden 256, 4 heads, FFN 1024
+        model = encoder_block_onnx(log_softmax_head=True)  # seq 128, hidden 256, 4 heads, FFN 1024
     mod = tvm_onednn.from_onnx(model)
     print(tvm_onednn.offload_summary(mod))
 

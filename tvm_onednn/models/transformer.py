@@ -50,8 +50,12 @@ def encoder_block_onnx(
     heads: int = 4,
     ffn: int = 1024,
     seed: int = 0,
+    log_softmax_head: bool = False,
 ) -> onnx.ModelProto:
     """One post-LN BERT encoder layer (no attention mask) as an opset-17 ONNX model.
+
+    ``log_softmax_head`` appends a LogSoftmax over the hidden axis (a language-model-style
+    head): oneDNN has no pattern for it, so it stays with TVM, e.g. as a tuning task.
 
     Input ``data`` and output ``output`` are ``[batch, seq, hidden]``. Graph:
     Q/K/V MatMul+Add -> Reshape/Transpose to heads -> MatMul(Q, K^T) -> Div sqrt(d) ->
@@ -90,7 +94,11 @@ def encoder_block_onnx(
     inter = _gelu_erf(g, inter, "intermediate.gelu")
     out = _linear(g, inter, ffn, hidden, "output.dense")
     out = g.op("Add", [out, attn], "output.residual")
-    out = _layer_norm(g, out, hidden, "output.LayerNorm", out="output")
+    if log_softmax_head:
+        out = _layer_norm(g, out, hidden, "output.LayerNorm")
+        out = g.op("LogSoftmax", [out], "output", axis=-1)
+    else:
+        out = _layer_norm(g, out, hidden, "output.LayerNorm", out="output")
     shape = [batch, seq, hidden]
     return g.model([("data", shape)], [(out, shape)], "encoder_block")
 

@@ -228,6 +228,8 @@ def tune(
         report.measured_on = str(tracker)
     logger.info("tune: %d task(s) stay with TVM", len(extracted))
     if not extracted:
+        # An empty database, so that building with tuning_records=[work_dir] still works.
+        open_database(work_dir, create=True)
         report.records_after = report.records_before
         report.seconds = time.perf_counter() - start
         return report
