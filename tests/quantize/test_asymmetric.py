@@ -31,7 +31,7 @@ def _quantize(model, scheme: str, monkeypatch):
     monkeypatch.setattr(
         quantize_pkg, "realize", functools.partial(realize, activation_scheme=scheme)
     )
-    return quantize(model.mod, model.batches(4))
+    return quantize(model.mod, model.batches(4), calib_mode="naive")  # min/max ranges
 
 
 @pytest.mark.parametrize("make", [mlp, residual_block, conv_pool_net, small_cnn])

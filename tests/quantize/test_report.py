@@ -56,7 +56,7 @@ def test_layers_dtypes_weights_and_composites(cnn_report):
 
 def test_calibration_facts(cnn_report):
     _, report = cnn_report
-    assert (report.calib_mode, report.collector, report.batches) == ("naive", "NaiveCollector", 2)
+    assert (report.calib_mode, report.collector, report.batches) == ("entropy", "EntropyCollector", 2)  # the default mode
     assert report.backend == "onednn" and report.fallbacks == []
     assert not report.calibration_fell_back
 
@@ -65,7 +65,7 @@ def test_printout_and_summary(cnn_report):
     _, report = cnn_report
     text = str(report)
     assert text.startswith("int8 quantization: 5 of 6 layers int8 (conv2d 2/3, max_pool2d 1/1")
-    assert "calibration: naive (NaiveCollector), 2 batch(es), ran on float32 oneDNN" in text
+    assert "calibration: entropy (EntropyCollector), 2 batch(es), ran on float32 oneDNN" in text
     row = next(line for line in text.splitlines() if line.strip().startswith("conv2d_0 "))
     assert row.split()[:4] == ["conv2d_0", "yes", "s8", "u8"] and "onednn.qconv2d_bias_relu" in row
     row = next(line for line in text.splitlines() if line.strip().startswith("conv2d_1 "))
@@ -81,8 +81,8 @@ def test_as_dict_is_json_data(cnn_report):
     data = json.loads(json.dumps(report.as_dict()))
     assert data["num_layers"] == 6 and data["num_quantized"] == 5
     assert data["calibration"] == {
-        "mode": "naive",
-        "collector": "NaiveCollector",
+        "mode": "entropy",
+        "collector": "EntropyCollector",
         "batches": 2,
         "backend": "onednn",
         "fallbacks": [],
@@ -134,11 +134,11 @@ def test_tensor_wise_and_forced_dtype(vnni_cpu):
     assert "activations: s8 (forced); weights: s8 tensor-wise" in str(report)
 
 
-def test_calib_mode_none_says_chains_stay_with_tvm():
+def test_calib_mode_none_says_ranges_are_computed_per_call():
     model = mlp()
     _, report = quantize(model.mod, calib_mode="none", return_report=True)
     assert report.num_quantized == 3 and report.collector is None and report.batches == 0
-    assert "calibration: none (scales computed at run time" in str(report)
+    assert "calibration: none (dynamic: matmul input ranges computed per call" in str(report)
 
 
 def test_custom_collector_named_in_the_report():
@@ -161,7 +161,7 @@ def test_nothing_to_quantize():
     assert layer.reason_kind == "unsupported"
     assert layer.reason == "runtime takes NCHW data with OIHW weights"
     assert "not supported by the int8 table (1):" in report.summary()
-    assert "calibration: naive, not run (no layer needs a range)" in str(report)
+    assert "calibration: entropy, not run (no layer needs a range)" in str(report)
 
 
 def test_unknown_layer_name_is_a_key_error(cnn_report):

@@ -146,8 +146,8 @@ class QuantizeReport:
     def _calibration_line(self) -> str:
         if self.calib_mode == "none":
             return (
-                "calibration: none (scales computed at run time; such chains run with TVM's "
-                "kernels, not oneDNN int8)"
+                "calibration: none (dynamic: matmul input ranges computed per call inside "
+                "oneDNN int8; conv chains stay fake-quantized with TVM's kernels)"
             )
         mode = f"{self.calib_mode} ({self.collector})" if self.collector else self.calib_mode
         if self.batches == 0 and self.backend is None and not self.fallbacks:
