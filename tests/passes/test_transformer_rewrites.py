@@ -127,3 +127,31 @@ def test_a_scaled_operand_used_elsewhere_stays():
 
     mod = _module([[8, 16], [16, 8]], body)
     assert _ops(FoldMatmulScale()(mod)) == _ops(mod)
+
+
+def test_a_product_divided_by_a_scalar_becomes_a_multiply():
+    """scores / sqrt(d) -> scores * (1 / sqrt(d)), the form fused as output_scale."""
+
+    def body(bb, q, k):
+        return relax.op.divide(bb.emit(relax.op.matmul(q, k)), _f32(4.0))
+
+    mod = _module([[2, 8, 16], [2, 16, 8]], body)
+    after = FoldMatmulScale()(mod)
+    assert _ops(after) == ["relax.matmul", "relax.multiply"]
+    assert float(after["main"].body.blocks[0].bindings[1].value.args[1].value.numpy()) == 0.25
+    q, k = RNG.standard_normal((2, 8, 16), "float32"), RNG.standard_normal((2, 16, 8), "float32")
+    _same_numerics(mod, after, q, k)
+
+
+def test_a_divided_product_used_elsewhere_or_by_a_tensor_stays():
+    def used_twice(bb, q, k):
+        product = bb.emit(relax.op.matmul(q, k))
+        return relax.op.add(bb.emit(relax.op.divide(product, _f32(4.0))), product)
+
+    def by_tensor(bb, q, k):
+        divisor = relax.const(np.linspace(1, 2, 8, dtype="float32"))
+        return relax.op.divide(bb.emit(relax.op.matmul(q, k)), divisor)
+
+    for body in (used_twice, by_tensor):
+        mod = _module([[8, 16], [16, 8]], body)
+        assert _ops(FoldMatmulScale()(mod)) == _ops(mod)

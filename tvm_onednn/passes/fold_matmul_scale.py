@@ -6,7 +6,9 @@ the pass rewrites it to ``matmul(q, k) * (c * d)``: one scalar multiply right af
 matmul, which the pattern table fuses as the matmul's ``output_scale``. An operand is
 folded only when the scale is a one-element floating constant that does not broadcast
 the operand (same shape and dtype before and after) and the scaled tensor is used by
-the matmul alone (else the scaled tensor would be computed anyway).
+the matmul alone (else the scaled tensor would be computed anyway). A matmul result
+divided by a scalar constant (``scores / sqrt(d)``) becomes a multiply by its reciprocal,
+the form the pattern table fuses.
 """
 
 from __future__ import annotations
@@ -75,8 +77,24 @@ class _Folder(PyExprMutator):
                 return found
         return arg, 1.0
 
+    def _divided_product(self, call: relax.Call) -> relax.Expr | None:
+        """``matmul(a, b) / c`` as ``matmul(a, b) * (1 / c)``: the multiply form is the one
+        fused as the matmul's output scale (within an ulp of the division)."""
+        product, divisor = call.args
+        c = _scalar(divisor)
+        value = self.var2val.get(product) if isinstance(product, relax.Var) else None
+        if c in (None, 0.0) or not isinstance(value, relax.Call) or value.op != _MATMUL:
+            return None
+        if self.uses.get(product, 0) != 1 or not tvm_ffi.structural_equal(call.ty, product.ty):
+            return None
+        dtype = ru.dtype(product)
+        return relax.op.multiply(product, relax.const(np.array(1.0 / c, dtype=dtype), dtype))
+
     def visit_call_(self, call: relax.Call) -> relax.Expr:
         call = super().visit_call_(call)
+        if call.op == _DIVIDE:
+            folded = self._divided_product(call)
+            return call if folded is None else folded
         if call.op != _MATMUL or len(call.args) != 2:
             return call
         (a, sa), (b, sb) = self._operand(call.args[0]), self._operand(call.args[1])
