@@ -116,6 +116,28 @@ double MillisecondsSince(std::chrono::steady_clock::time_point start) {
       .count();
 }
 
+/*! \brief A call passes one tensor per region input and output. */
+void CheckArgCount(const std::string& sym, const ffi::PackedArgs& args, size_t n_in,
+                   size_t n_out) {
+  if (static_cast<size_t>(args.size()) != n_in + n_out) {
+    TVM_FFI_THROW(TypeError) << sym << ": expects " << n_in + n_out << " arguments (" << n_in
+                             << " input(s) + " << n_out << " output(s)), got " << args.size();
+  }
+}
+
+/*! \brief Call argument i as a tensor (inputs first, then outputs). */
+DLTensor* TensorArg(const std::string& sym, const ffi::PackedArgs& args, size_t i,
+                    size_t n_in) {
+  auto t = args[static_cast<int>(i)].try_cast<DLTensor*>();
+  if (!t.has_value()) {
+    bool is_in = i < n_in;
+    TVM_FFI_THROW(TypeError) << sym << ": " << (is_in ? "input " : "output ")
+                             << (is_in ? i : i - n_in) << " must be a Tensor, got "
+                             << args[static_cast<int>(i)].GetTypeKey();
+  }
+  return *t;
+}
+
 template <typename F>
 auto GuardDnnl(const std::string& symbol, F&& f) -> decltype(f()) {
   try {
@@ -236,10 +258,7 @@ void OneDNNJSONModule::EnsureInitialized() {
 void OneDNNJSONModule::Call(ffi::PackedArgs args) {
   const std::string& sym = graph_.symbol;
   size_t n_in = graph_.inputs.size(), n_out = graph_.outputs.size();
-  if (static_cast<size_t>(args.size()) != n_in + n_out) {
-    TVM_FFI_THROW(TypeError) << sym << ": expects " << n_in + n_out << " arguments (" << n_in
-                             << " input(s) + " << n_out << " output(s)), got " << args.size();
-  }
+  CheckArgCount(sym, args, n_in, n_out);
   constexpr size_t kSmall = 16;
   void* small[kSmall];
   std::vector<void*> big;
@@ -251,15 +270,10 @@ void OneDNNJSONModule::Call(ffi::PackedArgs args) {
   for (size_t i = 0; i < n_in + n_out; ++i) {
     bool is_in = i < n_in;
     size_t idx = is_in ? i : i - n_in;
-    auto t = args[static_cast<int>(i)].try_cast<DLTensor*>();
-    if (!t.has_value()) {
-      TVM_FFI_THROW(TypeError) << sym << ": " << (is_in ? "input " : "output ") << idx
-                               << " must be a Tensor, got "
-                               << args[static_cast<int>(i)].GetTypeKey();
-    }
+    DLTensor* t = TensorArg(sym, args, i, n_in);
     const TensorInfo& info = is_in ? graph_.inputs[idx] : graph_.Info(graph_.outputs[idx]);
-    CheckTensor(*t, info, Who{sym, is_in ? "input" : "output", idx});
-    ptrs[i] = static_cast<char*>((*t)->data) + (*t)->byte_offset;
+    CheckTensor(t, info, Who{sym, is_in ? "input" : "output", idx});
+    ptrs[i] = static_cast<char*>(t->data) + t->byte_offset;
   }
   EnsureInitialized();
   if (plan_generation_ != ForkGeneration()) RebuildAfterFork();
@@ -274,26 +288,18 @@ void OneDNNJSONModule::Call(ffi::PackedArgs args) {
 void OneDNNJSONModule::CallDynamic(ffi::PackedArgs args) {
   const std::string& sym = graph_.symbol;
   size_t n_in = graph_.inputs.size(), n_out = graph_.outputs.size();
-  if (static_cast<size_t>(args.size()) != n_in + n_out) {
-    TVM_FFI_THROW(TypeError) << sym << ": expects " << n_in + n_out << " arguments (" << n_in
-                             << " input(s) + " << n_out << " output(s)), got " << args.size();
-  }
+  CheckArgCount(sym, args, n_in, n_out);
   std::vector<void*> ptrs(n_in + n_out);
   SymbolBinding binding(graph_.symbols.size());
   for (size_t i = 0; i < n_in + n_out; ++i) {
     bool is_in = i < n_in;
     size_t idx = is_in ? i : i - n_in;
-    auto t = args[static_cast<int>(i)].try_cast<DLTensor*>();
-    if (!t.has_value()) {
-      TVM_FFI_THROW(TypeError) << sym << ": " << (is_in ? "input " : "output ") << idx
-                               << " must be a Tensor, got "
-                               << args[static_cast<int>(i)].GetTypeKey();
-    }
+    DLTensor* t = TensorArg(sym, args, i, n_in);
     // Inputs come first, so every symbol is bound before the outputs are checked.
     const TensorInfo& info = is_in ? graph_.inputs[idx] : graph_.Info(graph_.outputs[idx]);
-    CheckSymbolicTensor(*t, graph_, info, Who{sym, is_in ? "input" : "output", idx},
+    CheckSymbolicTensor(t, graph_, info, Who{sym, is_in ? "input" : "output", idx},
                         is_in ? static_cast<int>(idx) : -1, &binding);
-    ptrs[i] = static_cast<char*>((*t)->data) + (*t)->byte_offset;
+    ptrs[i] = static_cast<char*>(t->data) + t->byte_offset;
   }
   EnsureInitialized();
   std::shared_ptr<PlanEntry> entry = PlanFor(binding.values);
