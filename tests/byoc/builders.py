@@ -24,6 +24,16 @@ def _const(shape, scale=0.5, rng=RNG) -> relax.Expr:
     return relax.const((rng.standard_normal(shape) * scale).astype("float32"))
 
 
+def dataflow_function(params, body) -> tvm.IRModule:
+    """``main(*params)`` whose dataflow block is ``body(bb, *params)``."""
+    bb = relax.BlockBuilder()
+    with bb.function("main", params):
+        with bb.dataflow():
+            gv = bb.emit_output(body(bb, *params))
+        bb.emit_func_output(gv)
+    return bb.finalize()
+
+
 def _hardswish(bb: relax.BlockBuilder, x: relax.Expr) -> relax.Expr:
     shifted = bb.emit(relax.op.add(x, relax.const(3.0, "float32")))
     clipped = bb.emit(relax.op.clip(shifted, 0, 6))

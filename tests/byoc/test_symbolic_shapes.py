@@ -15,20 +15,10 @@ from tvm_onednn.pipeline import PHASES, PipelineTrace
 from tvm_onednn.testing import Runner, build, target
 
 from ..quantize.helpers import regions
-from .builders import RNG, _const, symbolic_convnet, symbolic_matmul_chain
+from .builders import RNG, _const, dataflow_function, symbolic_convnet, symbolic_matmul_chain
 
 # float32 oneDNN vs TVM's LLVM kernels: same math, other summation orders.
 RTOL, ATOL = 1e-4, 1e-4
-
-
-def _function(params, body) -> tvm.IRModule:
-    """``main(*params)`` whose dataflow block is ``body(bb, *params)``."""
-    bb = relax.BlockBuilder()
-    with bb.function("main", params):
-        with bb.dataflow():
-            gv = bb.emit_output(body(bb, *params))
-        bb.emit_func_output(gv)
-    return bb.finalize()
 
 
 def _tensor(name, shape):
@@ -84,7 +74,7 @@ def test_static_region_stays_version_1():
 
 
 def _static_matmul():
-    return _function(
+    return dataflow_function(
         [_tensor("a", [2, 5, 64])],
         lambda bb, a: relax.op.nn.relu(relax.op.matmul(a, _const((64, 32)))),
     )
@@ -117,7 +107,7 @@ def test_matmul_chain_runs_at_any_batch_and_length_like_tvm(matmul_chain, batch,
 
 def test_runtime_b_may_have_symbolic_k_and_n():
     m, k, n = _sym("m"), _sym("k"), _sym("n")
-    mod = _function(
+    mod = dataflow_function(
         [_tensor("a", [m, k]), _tensor("b", [k, n])],
         lambda bb, a, b: relax.op.nn.relu(relax.op.matmul(a, b)),
     )
@@ -133,7 +123,7 @@ def test_runtime_b_may_have_symbolic_k_and_n():
 
 def test_two_symbols_of_one_name_get_distinct_names():
     n1, n2 = _sym("n"), _sym("n")
-    mod = _function(
+    mod = dataflow_function(
         [_tensor("a", [n1, 8]), _tensor("b", [8, n2])],
         lambda bb, a, b: relax.op.matmul(a, b),
     )
@@ -148,13 +138,13 @@ def _reasons(mod, op):
 
 def test_symbolic_channel_or_spatial_dims_stay_with_tvm():
     n, c, h = _sym("n"), _sym("c"), _sym("h")
-    pool = _function(
+    pool = dataflow_function(
         [_tensor("x", [n, c, 8, 8])], lambda bb, x: relax.op.nn.max_pool2d(x, pool_size=2)
     )
     assert _reasons(pool, "relax.nn.max_pool2d") == {
         "pooling with a symbolic channel/spatial dim (only the batch may be symbolic)": 1
     }
-    conv = _function(
+    conv = dataflow_function(
         [_tensor("x", [n, 3, h, h])],
         lambda bb, x: relax.op.nn.conv2d(x, _const((4, 3, 3, 3)), padding=1),
     )
@@ -165,13 +155,13 @@ def test_symbolic_channel_or_spatial_dims_stay_with_tvm():
 
 def test_symbolic_k_needs_a_run_time_b():
     k = _sym("k")
-    const_b = _function(
+    const_b = dataflow_function(
         [_tensor("a", [4, k])], lambda bb, a: relax.op.matmul(a, _const((16, 8)))
     )
     assert _reasons(const_b, "relax.matmul") == {
         "matmul with a symbolic K needs a run-time b (a constant b has static dims)": 1
     }
-    run_time_b = _function(
+    run_time_b = dataflow_function(
         [_tensor("a", [4, k]), _tensor("w", [k, 8])],
         lambda bb, a, w: relax.op.matmul(a, bb.emit(relax.op.nn.relu(w))),
     )
@@ -180,7 +170,7 @@ def test_symbolic_k_needs_a_run_time_b():
 
 def test_an_expression_dim_stays_with_tvm_and_says_why():
     n = _sym("n")
-    mod = _function(
+    mod = dataflow_function(
         [_tensor("x", [n, 64])],
         lambda bb, x: relax.op.matmul(
             bb.emit(relax.op.reshape(x, [n * 2, 32])), _const((32, 16))
@@ -194,7 +184,7 @@ def test_an_expression_dim_stays_with_tvm_and_says_why():
 
 def test_residual_with_the_output_symbolic_shape_is_fused():
     n = _sym("n")
-    mod = _function(
+    mod = dataflow_function(
         [_tensor("x", [n, 4, 6, 6]), _tensor("r", [n, 4, 6, 6])],
         lambda bb, x, r: relax.op.add(
             bb.emit(relax.op.nn.conv2d(x, _const((4, 4, 3, 3)), padding=1)), r
@@ -227,7 +217,7 @@ def test_a_region_with_two_symbolic_outputs_runs_like_tvm():
         total = bb.emit(relax.op.sum(bb.emit(relax.op.exp(y)), axis=[2, 3], keepdims=True))
         return relax.op.add(pooled, total)
 
-    mod = _function([_tensor("x", [n, 3, 8, 8])], body)
+    mod = dataflow_function([_tensor("x", [n, 3, 8, 8])], body)
     (region,) = regions(mod)
     assert [region.nodes[i]["shape"] for _, i in region.doc["outputs"]] == [
         ["n", 4, 8, 8],

@@ -19,6 +19,7 @@ from tvm_onednn.byoc.summary import NOT_WORTH_A_REGION, offload_summary
 from tvm_onednn.testing import Runner, build
 
 from ..quantize.helpers import regions
+from .builders import dataflow_function
 from .encoder import encoder_inputs, encoder_module
 
 RTOL, ATOL = 1e-4, 1e-4
@@ -35,15 +36,6 @@ def _tensor(name, shape, dtype="float32"):
 
 def _const(shape, scale=0.5):
     return relax.const((RNG.standard_normal(shape) * scale).astype("float32"))
-
-
-def _function(params, body) -> tvm.IRModule:
-    bb = relax.BlockBuilder()
-    with bb.function("main", params):
-        with bb.dataflow():
-            gv = bb.emit_output(body(bb, *params))
-        bb.emit_func_output(gv)
-    return bb.finalize()
 
 
 def _layer_norm(bb, x, channels):
@@ -80,7 +72,7 @@ def _shape(kind):
 @pytest.mark.parametrize("kind", SHAPES)
 def test_layer_norm(kind):
     shape, run_shape = _shape(kind)
-    mod = _function([_tensor("x", shape)], lambda bb, x: _layer_norm(bb, x, 32))
+    mod = dataflow_function([_tensor("x", shape)], lambda bb, x: _layer_norm(bb, x, 32))
     (node,) = _nodes(mod)
     assert node["op"] == "onednn.layer_norm" and node["attrs"] == {"epsilon": 1e-5}
     _assert_like_tvm(mod, _data(*run_shape))
@@ -98,7 +90,7 @@ def test_softmax(kind, guard):
             p = bb.emit(relax.op.where(nan, relax.const(np.float32(0)), p))
         return p
 
-    mod = _function([_tensor("x", shape)], body)
+    mod = dataflow_function([_tensor("x", shape)], body)
     (node,) = _nodes(mod)
     assert node["op"] == "onednn.softmax"
     assert node["attrs"] == {"axis": 2, "nan_to_zero": guard}
@@ -113,7 +105,7 @@ def test_softmax_guard_must_write_zero():
         p = bb.emit(relax.op.nn.softmax(x, axis=-1))
         return relax.op.where(bb.emit(relax.op.isnan(p)), relax.const(np.float32(1)), p)
 
-    summary = offload_summary(_function([_tensor("x", [2, 8])], body))
+    summary = offload_summary(dataflow_function([_tensor("x", [2, 8])], body))
     assert summary.composites == {"onednn.softmax": 1}  # the softmax alone
     assert summary.kept_ops["relax.where"] == 1
 
@@ -130,7 +122,7 @@ def test_standalone_activation_after_layer_norm(activation, kind):
         "tanh": relax.op.tanh,
         "silu": relax.op.nn.silu,
     }[activation]
-    mod = _function([_tensor("x", shape)], lambda bb, x: act(_layer_norm(bb, x, 32)))
+    mod = dataflow_function([_tensor("x", shape)], lambda bb, x: act(_layer_norm(bb, x, 32)))
     assert [n["op"] for n in _nodes(mod)] == ["onednn.layer_norm", f"onednn.{activation}"]
     _assert_like_tvm(mod, _data(*run_shape))
 
@@ -156,7 +148,7 @@ def test_broadcast_binary_after_layer_norm(kind, op):
         out = bb.emit(BINARY[op](_layer_norm(bb, x, 32), y))
         return BINARY[op](relax.const(np.linspace(0.5, 1.5, 32, dtype="float32")), out)
 
-    mod = _function([_tensor("x", shape), _tensor("y", [*shape[:-1], 1])], body)
+    mod = dataflow_function([_tensor("x", shape), _tensor("y", [*shape[:-1], 1])], body)
     nodes = _nodes(mod)
     assert [n["op"] for n in nodes] == ["onednn.layer_norm", f"onednn.{op}", f"onednn.{op}"]
     assert nodes[2]["inputs"][0][0] == "const"
@@ -173,7 +165,7 @@ def test_binary_with_activation(activation, kind):
         "clip": lambda t: relax.op.clip(t, -0.5, 0.5),
     }[activation]
     shape, run_shape = _shape(kind)
-    mod = _function(
+    mod = dataflow_function(
         [_tensor("x", shape), _tensor("y", shape)],
         lambda bb, x, y: act(bb.emit(relax.op.add(_layer_norm(bb, x, 32), y))),
     )
@@ -198,7 +190,7 @@ def test_reshape_and_transpose_views(kind):
         t = bb.emit(relax.op.permute_dims(t, [0, 2, 1, 3]))
         return relax.op.reshape(t, [b, s, 32])
 
-    mod = _function([_tensor("x", shape)], body)
+    mod = dataflow_function([_tensor("x", shape)], body)
     nodes = _nodes(mod)
     assert [n["op"].removeprefix("onednn.") for n in nodes] == [
         "layer_norm", "reshape", "transpose", "layer_norm", "transpose", "reshape",
@@ -221,7 +213,7 @@ def test_matmul_output_scale_and_broadcast_mask(kind):
         return relax.op.add(bb.emit(relax.op.matmul(qs, ks)), mask)
 
     heads = [b, 4, s, 8]
-    mod = _function(
+    mod = dataflow_function(
         [_tensor("q", heads), _tensor("k", heads), _tensor("mask", [b, 1, s, s])], body
     )
     nodes = _nodes(mod)
@@ -242,7 +234,7 @@ def _reasons(mod, op):
 
 def test_a_lone_add_or_reshape_stays_with_tvm():
     n = _sym("n")
-    mod = _function(
+    mod = dataflow_function(
         [_tensor("x", [n, 32]), _tensor("y", [n, 32])],
         lambda bb, x, y: relax.op.reshape(bb.emit(relax.op.add(x, y)), [n, 4, 8]),
     )
@@ -257,7 +249,7 @@ def test_a_lone_add_or_reshape_stays_with_tvm():
 
 def test_a_chain_keeps_its_bias_add_and_activation():
     """The matmul chain is matched before a standalone add or activation could be."""
-    mod = _function(
+    mod = dataflow_function(
         [_tensor("x", [4, 16])],
         lambda bb, x: relax.op.nn.gelu(
             bb.emit(relax.op.add(bb.emit(relax.op.matmul(x, _const((16, 8)))), _const((8,))))
@@ -271,14 +263,14 @@ def test_layer_norm_over_two_axes_stays_with_tvm():
         gamma, beta = _const((4, 8)), _const((4, 8))
         return relax.op.nn.layer_norm(x, gamma, beta, axes=[-2, -1])
 
-    mod = _function([_tensor("x", [2, 4, 8])], body)
+    mod = dataflow_function([_tensor("x", [2, 4, 8])], body)
     assert _reasons(mod, "relax.nn.layer_norm") == {
         "layer_norm is offloaded over the last axis only": 1
     }
 
 
 def test_float16_softmax_stays_with_tvm():
-    mod = _function(
+    mod = dataflow_function(
         [_tensor("x", [2, 8], "float16")], lambda bb, x: relax.op.nn.softmax(x, axis=-1)
     )
     assert _reasons(mod, "relax.nn.softmax") == {
@@ -288,7 +280,7 @@ def test_float16_softmax_stays_with_tvm():
 
 def test_reshape_to_an_expression_dim_stays_with_tvm():
     n, s = _sym("n"), _sym("s")
-    mod = _function(
+    mod = dataflow_function(
         [_tensor("x", [n, s, 32])],
         lambda bb, x: relax.op.reshape(_layer_norm(bb, x, 32), [n * s, 32]),
     )
@@ -353,7 +345,7 @@ def test_a_strided_slice_to_a_symbolic_end_does_not_split_regions():
         y = bb.emit(relax.op.add(bb.emit(relax.op.matmul(x, _const((16, 16)))), positions))
         return relax.op.nn.relu(bb.emit(relax.op.matmul(y, _const((16, 8)))))
 
-    mod = _function([_tensor("x", [s, 16])], body)
+    mod = dataflow_function([_tensor("x", [s, 16])], body)
     summary = offload_summary(mod)
     assert summary.regions == 1
     assert summary.composites == {"onednn.matmul_add": 1, "onednn.matmul_relu": 1}
