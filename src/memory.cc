@@ -4,9 +4,13 @@
  */
 #include "memory.h"
 
+#include <sys/mman.h>
+
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <numeric>
+#include <string>
 
 namespace tvm_onednn {
 
@@ -188,13 +192,42 @@ std::optional<MemDesc> TryReshape(const MemDesc& md, const Dims& dims) {
   }
 }
 
+namespace {
+constexpr size_t kHugePage = size_t{2} << 20;
+constexpr size_t kPage = 4096, kLine = 64;
+std::atomic<uint32_t> g_buffer_count{0};
+
+bool HugePagesEnabled() {
+  static const bool enabled = [] {
+    const char* v = std::getenv("TVM_ONEDNN_HUGEPAGES");
+    return v == nullptr || std::string(v) != "0";
+  }();
+  return enabled;
+}
+
+}  // namespace
+
 AlignedBuffer::AlignedBuffer(size_t bytes) : size_(bytes) {
-  size_t rounded = (std::max<size_t>(bytes, 1) + 63) / 64 * 64;
-  void* p = std::aligned_alloc(64, rounded);
+  // A buffer of a huge page or more starts on a huge-page boundary and asks for transparent
+  // huge pages (honoured when THP is "always" or "madvise"; TVM_ONEDNN_HUGEPAGES=0 turns it
+  // off): large activations and weights then cost few TLB misses. Buffers of a page or more
+  // start at staggered cache-line offsets within a page ("colouring"), so that the source
+  // and destination streams of a kernel do not alias at the same page offset.
+  bool huge = HugePagesEnabled() && bytes >= kHugePage;
+  size_t align = huge ? kHugePage : kLine;
+  size_t offset = 0;
+  if (bytes >= kPage) {
+    uint32_t n = g_buffer_count.fetch_add(1, std::memory_order_relaxed);
+    offset = (n * 23u % (kPage / kLine)) * kLine;  // 23 is coprime with 64: all 64 offsets
+  }
+  size_t rounded = (bytes + offset + align - 1) / align * align;
+  void* p = std::aligned_alloc(align, std::max(rounded, align));
   if (p == nullptr) {
     TVM_FFI_THROW(RuntimeError) << "onednn: failed to allocate " << bytes << " bytes";
   }
-  data_.reset(p);
+  if (huge) madvise(p, rounded, MADV_HUGEPAGE);  // advisory: failure leaves normal pages
+  base_.reset(p);
+  data_ = static_cast<char*>(p) + offset;
 }
 
 void AlignedBuffer::Free::operator()(void* p) const { std::free(p); }

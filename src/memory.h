@@ -48,19 +48,20 @@ bool IsPlain(const MemDesc& md);
 /*! \brief md.reshape(dims) or nullopt when oneDNN cannot express it. */
 std::optional<MemDesc> TryReshape(const MemDesc& md, const Dims& dims);
 
-/*! \brief 64-byte aligned heap buffer. */
+/*! \brief Heap buffer: 64-byte aligned, cache-line coloured, huge pages when large (memory.cc). */
 class AlignedBuffer {
  public:
   AlignedBuffer() = default;
   explicit AlignedBuffer(size_t bytes);
-  void* data() const { return data_.get(); }
+  void* data() const { return data_; }
   size_t size() const { return size_; }
 
  private:
   struct Free {
     void operator()(void* p) const;
   };
-  std::unique_ptr<void, Free> data_;
+  std::unique_ptr<void, Free> base_;
+  void* data_ = nullptr;
   size_t size_ = 0;
 };
 
