@@ -11,8 +11,11 @@ compiled on its own. Per batch:
   built there) and, from the runtime's statistics, the plan build time it reports; the
   library's one-time set-up (weight packing) is done beforehand by a call at a batch not in
   the list, so the first call at a listed batch is the cost of a new shape only;
-- steady-state medians of both, timed interleaved (``harness.interleaved_timings``), and
-  their ratio dynamic / static (the target is within 3 %);
+- steady-state medians, timed interleaved (``harness.interleaved_timings``), of the dynamic
+  library and of two static builds of the batch, one made before and one after the
+  dynamic library's plan for it; the ratio dynamic / mean static (the target is within
+  3 %) and the ratio of the two identical static builds (``control``: the noise floor of
+  this run);
 - the largest output difference between the two (same weights, same inputs).
 
 Then ``--sweep-shapes`` distinct batch sizes (1, 2, ..., N) go through one dynamic library
@@ -118,7 +121,16 @@ def _summary(samples: list[list[float]]) -> dict[str, Any]:
 
 
 def bench_model(name: str, batches: list[int], args, target: dict, log) -> list[dict]:
-    """Dynamic vs static at every batch of ``batches`` for one model."""
+    """Dynamic vs static at every batch of ``batches`` for one model.
+
+    Per batch, two static builds sandwich the dynamic library's plan for that batch: one
+    built (and run once) before the dynamic library first sees the batch, one after. The
+    three are timed interleaved; the dynamic median is compared with the mean of the two
+    static medians, and the two static builds with each other (``control_ratio``): on a
+    shared VM two identical builds can differ by several per cent depending on where their
+    buffers landed and when they were made, and the control shows how large that is in
+    this run.
+    """
     from tvm_onednn.frontend import from_onnx
     from tvm_onednn.interface.io import dynamic_batch
     from tvm_onednn.interface.run import new_plan_ms, plan_builds
@@ -134,19 +146,26 @@ def bench_model(name: str, batches: list[int], args, target: dict, log) -> list[
     results = []
     for batch in batches:
         x = rng.standard_normal([batch, *shape], np.float32)
+
+        def static_build() -> tuple[Library, float]:
+            lib = Library(from_onnx(model, {"data": [batch, *shape]}), target)
+            return lib, _timed(lib.runner(x))[0]
+
+        static, static_first_ms = static_build()
         before = plan_builds(dynamic.executable.mod)
         first_ms, _ = _timed(dynamic.runner(x))
         plan_ms = new_plan_ms(before, plan_builds(dynamic.executable.mod))
-        static = Library(from_onnx(model, {"data": [batch, *shape]}), target)
-        static_first_ms, _ = _timed(static.runner(x))
-        runners = {"dynamic": dynamic.runner(x), "static": static.runner(x)}
+        twin, _ = static_build()
+        runners = {"dynamic": dynamic.runner(x), "static": static.runner(x),
+                   "static_twin": twin.runner(x)}  # fmt: skip
         samples, iters, outputs = interleaved_timings(
             runners, args.rounds, args.warmup, args.block_seconds, args.max_iters
         )
         ref = outputs["static"].astype(np.float64)
         diff = float(np.abs(outputs["dynamic"] - ref).max())
-        dyn, sta = _summary(samples["dynamic"]), _summary(samples["static"])
-        ratio = dyn["median_ms"] / sta["median_ms"]
+        dyn, sta, tw = (_summary(samples[k]) for k in ("dynamic", "static", "static_twin"))
+        static_ms = (sta["median_ms"] + tw["median_ms"]) / 2
+        ratio = dyn["median_ms"] / static_ms
         result = {
             "model": name,
             "batch": batch,
@@ -155,9 +174,12 @@ def bench_model(name: str, batches: list[int], args, target: dict, log) -> list[
             "static": sta | {"build_seconds": static.build_seconds,
                              "iterations_per_block": iters["static"],
                              "first_call_ms": static_first_ms},
+            "static_twin": tw | {"iterations_per_block": iters["static_twin"]},
+            "static_ms": static_ms,
             "ratio_dynamic_over_static": ratio,
             # 10th percentiles: less sensitive to other processes on a shared machine
-            "ratio_p10": dyn["p10_ms"] / sta["p10_ms"],
+            "ratio_p10": dyn["p10_ms"] / ((sta["p10_ms"] + tw["p10_ms"]) / 2),
+            "control_ratio": tw["median_ms"] / sta["median_ms"],
             "within_target": ratio <= RATIO_TARGET,
             "first_call_ms": first_ms,
             "first_call_extra_ms": first_ms - dyn["median_ms"],
@@ -167,12 +189,12 @@ def bench_model(name: str, batches: list[int], args, target: dict, log) -> list[
         }  # fmt: skip
         results.append(result)
         log(
-            f"  batch {batch:>3}: dynamic {dyn['median_ms']:.2f} ms, static "
-            f"{sta['median_ms']:.2f} ms (ratio {ratio:.3f}); first call at the new shape "
-            f"{first_ms:.1f} ms "
+            f"  batch {batch:>3}: dynamic {dyn['median_ms']:.2f} ms, static {sta['median_ms']:.2f}"
+            f" / twin {tw['median_ms']:.2f} ms (ratio {ratio:.3f}, control "
+            f"{result['control_ratio']:.3f}); first call at the new shape {first_ms:.1f} ms "
             f"(+{result['first_call_extra_ms']:.1f}); max |dyn - static| {diff:.1e}"
         )
-        del static, runners
+        del static, twin, runners
     return results
 
 
@@ -286,13 +308,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         write()
     log(f"\n{'model':<14}{'batch':>6}{'dynamic ms':>12}{'static ms':>11}{'ratio':>8}"
-        f"{'p10 ratio':>10}{'1st call +ms':>14}{'plan ms':>9}{'rel diff':>10}")  # fmt: skip
+        f"{'p10 ratio':>10}{'control':>9}{'1st call +ms':>14}{'plan ms':>9}{'rel diff':>10}")  # fmt: skip
     for r in payload["results"]:
         plan = f"{r['plan_build_ms']:.1f}" if r["plan_build_ms"] is not None else "-"
         log(
             f"{r['model']:<14}{r['batch']:>6}{r['dynamic']['median_ms']:>12.2f}"
-            f"{r['static']['median_ms']:>11.2f}{r['ratio_dynamic_over_static']:>8.3f}"
-            f"{r['ratio_p10']:>10.3f}"
+            f"{r['static_ms']:>11.2f}{r['ratio_dynamic_over_static']:>8.3f}"
+            f"{r['ratio_p10']:>10.3f}{r['control_ratio']:>9.3f}"
             f"{r['first_call_extra_ms']:>14.1f}{plan:>9}{r['max_rel_diff']:>10.1e}"
         )
     log(f"\nwrote {args.out}")
