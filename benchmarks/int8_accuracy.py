@@ -28,6 +28,9 @@ astronaut camera stereo_motorcycle``, sklearn ``china flower``, matplotlib
 ``grace_hopper``) and, with ``--photos all`` (default), more skimage photos
 (:data:`EXTRA_SKIMAGE_PHOTOS`).
 
+MiniLM (``--models minilm``): sentence-embedding cosine and pair ranking of int8 vs float32 on
+held-out sentences, its own systems and calibration rows (``benchmarks/minilm_accuracy.py``).
+
     .venv/bin/python benchmarks/int8_accuracy.py --out bench-results/int8_accuracy.json
 """
 
@@ -393,6 +396,16 @@ def _table(block: dict, key: str) -> str:
     return "\n".join(lines)
 
 
+def _minilm_accuracy():
+    """``benchmarks/minilm_accuracy.py`` (a sibling, also when this file is loaded by path)."""
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    import minilm_accuracy
+
+    return minilm_accuracy
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n-calib", default="10,100", help="calibration set sizes")
@@ -401,11 +414,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="calibration sets (seeds) per size")  # fmt: skip
     parser.add_argument("--systems", default=",".join(
         (*(f"tvm-onednn:{m}" for m in TVM_MODES), "tvm-onednn-control:entropy", *PEERS)))  # fmt: skip
-    parser.add_argument("--models", default="mobilenet_v2,digits")
+    parser.add_argument("--models", default="mobilenet_v2,digits,minilm")
+    parser.add_argument("--minilm-n-calib", default="4,16",
+                        help="MiniLM calibration rows (1-16; its own systems, see "
+                             "benchmarks/minilm_accuracy.py)")  # fmt: skip
     parser.add_argument("--photos", choices=("all", "tests"), default="all")
     parser.add_argument("--out", default="bench-results/int8_accuracy.json")
     args = parser.parse_args(argv)
     n_calib = [int(v) for v in args.n_calib.split(",")]
+    minilm_n_calib = [int(v) for v in args.minilm_n_calib.split(",")]
     systems = [s for s in args.systems.split(",") if s]
     try:
         check_systems(systems)
@@ -424,6 +441,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             block = digits_protocol(n_calib, systems)
             print(f"digits_cnn: fp32 top-1 {block['fp32_top1']:.4f} on {block['n_eval']} digits")
             print(_table(block, "top1"))
+        elif model == "minilm":
+            minilm = _minilm_accuracy()
+            block = minilm.minilm_protocol(minilm_n_calib)
+            print(minilm.table(block))
         else:
             parser.error(f"unknown model {model!r}")
         report["models"][model] = block
