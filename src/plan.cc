@@ -42,6 +42,12 @@ namespace {
 
 using tag = dnnl::memory::format_tag;
 
+/*! \brief How much a matmul implementation is preferred: brgemm 2, other optimized 1, ref 0. */
+int MatmulImplRank(const std::string& impl) {
+  if (IsReferenceImpl(impl)) return 0;
+  return impl.rfind("brg", 0) == 0 ? 2 : 1;
+}
+
 struct ValueState {
   MemDesc md;  // layout of the value (logical dims)
   BufRef buf;
@@ -681,17 +687,22 @@ class Planner {
   }
 
   /*!
-   * \brief When node n's value is read only by a transpose (and is no region output), the
-   *        layout that makes the transpose's output plain: the matmul writes it directly.
+   * \brief When node n's value is read only by a transpose, possibly through reshapes to the
+   *        same shape (and none is a region output), the layout that makes the transpose's
+   *        output plain: the matmul writes it directly.
    */
   std::optional<MemDesc> TransposedDst(int n, const Dims& dst_dims) {
-    int vid = g_.ValueId({RefKind::kNode, n});
-    const ValueState& v = vals_[vid];
-    if (v.is_output || v.node_uses != 1) return std::nullopt;
+    int cur = n;  // n, then each reshape to the same shape between n and the transpose
     for (size_t m = n + 1; m < g_.nodes.size(); ++m) {
+      const ValueState& v = vals_[g_.ValueId({RefKind::kNode, cur})];
+      if (v.is_output || v.node_uses != 1) return std::nullopt;
       const Node& c = g_.nodes[m];
-      if (std::find(c.inputs.begin(), c.inputs.end(), ValueRef{RefKind::kNode, n}) ==
+      if (std::find(c.inputs.begin(), c.inputs.end(), ValueRef{RefKind::kNode, cur}) ==
           c.inputs.end()) {
+        continue;
+      }
+      if (c.spec->base == BaseOp::kReshape && c.out.shape == g_.nodes[cur].out.shape) {
+        cur = static_cast<int>(m);
         continue;
       }
       if (c.spec->base != BaseOp::kTranspose) return std::nullopt;
@@ -846,10 +857,13 @@ class Planner {
     std::optional<dnnl::matmul::primitive_desc> pd;
     PostOps post;
     // Candidates by the number of operands made plain (0: both as they are, in any form,
-    // before 1: a or b reordered, before 2); the first with an optimized kernel wins.
-    for (int copies = 0; copies <= 2 && !pd; ++copies) {
+    // before 1: a or b reordered, before 2). Within a level a brgemm kernel beats any other
+    // optimized one (gemm:jit runs strided batched operands ~2x slower than brg here), else
+    // the first optimized kernel wins.
+    int best_rank = 0;
+    for (int copies = 0; copies <= 2 && best_rank < 2; ++copies) {
       for (const MatmulForm& f : forms) {
-        if (!f.ok || pd) continue;
+        if (!f.ok || best_rank == 2) continue;
         MemDesc plain_src = PlainLike(MemDesc(f.dims.src, dt_src, tag::any));
         MemDesc plain_w = b_const ? MemDesc(f.dims.weights, dt_w, tag::any)
                                   : PlainLike(MemDesc(f.dims.weights, dt_w, tag::any));
@@ -863,16 +877,18 @@ class Planner {
         if (!b_const && (!wv || !SameLayout(*wv, plain_w))) b_opts.push_back({plain_w, 1});
         for (const auto& a_opt : a_opts) {
           for (const auto& b_opt : b_opts) {
-            if (pd || a_opt.second + b_opt.second != copies) continue;
+            if (best_rank == 2 || a_opt.second + b_opt.second != copies) continue;
             const MemDesc& src = a_opt.first;
             const MemDesc& w = b_opt.first;
             PostOps p = post_for(f);
             auto cand = MakeMatmulPd(node, f.dims, src, w,
                                      PlainLike(MemDesc(f.dims.dst, dt_dst, tag::any)), p);
-            if (cand && !IsReferenceImpl(ImplName(*cand))) {
+            int rank = cand ? MatmulImplRank(ImplName(*cand)) : 0;
+            if (rank > best_rank) {
               form = &f;
               pd = cand;
               post = p;
+              best_rank = rank;
             }
           }
         }
