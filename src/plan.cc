@@ -861,7 +861,7 @@ class Planner {
     // optimized one (gemm:jit runs strided batched operands ~2x slower than brg here), else
     // the first optimized kernel wins.
     int best_rank = 0;
-    for (int copies = 0; copies <= 2 && best_rank < 2; ++copies) {
+    for (int copies = 0; copies <= 2 && best_rank == 0; ++copies) {
       for (const MatmulForm& f : forms) {
         if (!f.ok || best_rank == 2) continue;
         MemDesc plain_src = PlainLike(MemDesc(f.dims.src, dt_src, tag::any));
