@@ -55,13 +55,14 @@ void RunHostStep(const Step& step, const std::vector<dnnl::memory>& mems) {
                     static_cast<float*>(mems[1].get_data_handle()), step.host_dims,
                     step.host_strides);
       return;
-    case HostOp::kDynamicScale: {
+    case HostOp::kDynamicQuantize: {
       DType dtype = step.host_dims[0] == 1 ? DType::kUInt8 : DType::kInt8;
       const MemDesc& md = mems[0].get_desc();
       int64_t count = static_cast<int64_t>(md.get_size() / sizeof(float));
-      if (!DynamicScale(static_cast<const float*>(mems[0].get_data_handle()), count, dtype,
-                        static_cast<float*>(mems[1].get_data_handle()),
-                        static_cast<int32_t*>(mems[2].get_data_handle()))) {
+      if (!DynamicQuantize(static_cast<const float*>(mems[0].get_data_handle()), count, dtype,
+                           mems[1].get_data_handle(),
+                           static_cast<float*>(mems[2].get_data_handle()),
+                           static_cast<int32_t*>(mems[3].get_data_handle()))) {
         TVM_FFI_THROW(ValueError) << step.host_label
                                   << ": a holds a NaN or an infinity: it cannot be quantized "
                                      "(quant.src_scale is \"dynamic\")";

@@ -10,6 +10,9 @@
 #include <tvm/ffi/extra/json.h>
 #include <tvm/ffi/string.h>
 
+#include <omp.h>
+
+#include <algorithm>
 #include <atomic>
 #include <cfloat>
 #include <cmath>
@@ -361,16 +364,15 @@ namespace {
 
 /*!
  * \brief min / max of x and 0, and a sum that is NaN when x holds a NaN or an infinity (v - v;
- *        a NaN never wins a comparison). One pass with OpenMP threads above 16k values and
- *        SIMD lanes; compiled for AVX-512, AVX2 and baseline x86-64 (picked at load time).
+ *        a NaN never wins a comparison). SIMD lanes, compiled for AVX-512, AVX2 and baseline
+ *        x86-64 (picked at load time); one thread's chunk.
  */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 __attribute__((target_clones("avx512f", "avx2", "default")))
 #endif
 void RangeOf(const float* x, int64_t count, float* lo, float* hi, float* nonfinite) {
   float mn = 0.f, mx = 0.f, bad = 0.f;
-#pragma omp parallel for simd reduction(min : mn) reduction(max : mx) reduction(+ : bad) \
-    schedule(static) if (count > 16384)
+#pragma omp simd reduction(min : mn) reduction(max : mx) reduction(+ : bad)
   for (int64_t i = 0; i < count; ++i) {
     float v = x[i];
     mn = v < mn ? v : mn;
@@ -382,11 +384,25 @@ void RangeOf(const float* x, int64_t count, float* lo, float* hi, float* nonfini
   *nonfinite = bad;
 }
 
-}  // namespace
+/*! \brief q[i] = saturate(rne(x[i] * inv_scale) + zp) into [qlo, qhi], stored as T. */
+template <typename T>
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+void QuantizeChunk(const float* x, int64_t count, float inv_scale, float zp, float qlo,
+                   float qhi, T* q) {
+#pragma omp simd
+  for (int64_t i = 0; i < count; ++i) {
+    float v = std::nearbyint(x[i] * inv_scale) + zp;
+    v = v < qlo ? qlo : v;
+    v = v > qhi ? qhi : v;
+    q[i] = static_cast<T>(static_cast<int32_t>(v));
+  }
+}
 
-bool DynamicScale(const float* x, int64_t count, DType dtype, float* scale, int32_t* zero_point) {
-  float mn = 0.f, mx = 0.f, nonfinite = 0.f;
-  RangeOf(x, count, &mn, &mx, &nonfinite);
+/*! \brief The scale / zero point of a range (DynamicQuantize); false if it is not finite. */
+bool ScaleOfRange(float mn, float mx, float nonfinite, DType dtype, float* scale,
+                  int32_t* zero_point) {
   if (!std::isfinite(mn) || !std::isfinite(mx) || nonfinite != 0.f) return false;
   float s;
   int32_t zp = 0;
@@ -406,6 +422,44 @@ bool DynamicScale(const float* x, int64_t count, DType dtype, float* scale, int3
   *scale = s;
   *zero_point = zp;
   return true;
+}
+
+}  // namespace
+
+bool DynamicQuantize(const float* x, int64_t count, DType dtype, void* q, float* scale,
+                     int32_t* zero_point) {
+  float mn = 0.f, mx = 0.f, nonfinite = 0.f, s = 1.f;
+  int32_t zp = 0;
+  bool ok = true;
+  bool u8 = dtype == DType::kUInt8;
+#pragma omp parallel if (count > 16384)
+  {
+    int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    int64_t per = ((count + nt - 1) / nt + 63) / 64 * 64;  // whole cache lines of u8 output
+    int64_t begin = std::min(count, t * per), end = std::min(count, begin + per);
+    float lo = 0.f, hi = 0.f, bad = 0.f;
+    RangeOf(x + begin, end - begin, &lo, &hi, &bad);
+#pragma omp critical(tvm_onednn_dynamic_quantize)
+    {
+      mn = std::min(mn, lo);
+      mx = std::max(mx, hi);
+      nonfinite += bad;
+    }
+#pragma omp barrier
+#pragma omp single
+    ok = ScaleOfRange(mn, mx, nonfinite, dtype, &s, &zp);
+    // (the single's implicit barrier publishes s, zp and ok)
+    if (ok && u8) {
+      QuantizeChunk(x + begin, end - begin, 1.f / s, static_cast<float>(zp), 0.f, 255.f,
+                    static_cast<uint8_t*>(q) + begin);
+    } else if (ok) {
+      QuantizeChunk(x + begin, end - begin, 1.f / s, 0.f, -128.f, 127.f,
+                    static_cast<int8_t*>(q) + begin);
+    }
+  }
+  *scale = s;
+  *zero_point = zp;
+  return ok;
 }
 
 float ResidualScale(const Node& node) {

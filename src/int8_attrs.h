@@ -75,10 +75,13 @@ DType QuantSrcDType(const Graph& g, const Node& node);
 /*!
  * \brief Dynamic quantization of a float32 buffer (one call): its range over `count` values,
  *        then the scale / zero point that map it onto `dtype` (u8: [min(lo, 0), max(hi, 0)]
- *        onto 0..255 with zp = rne(-lo' / scale); s8: max|x| / 127, zp 0). A range of 0 gives
- *        scale 1. Returns false when the data holds a NaN or an infinity (no scale exists).
+ *        onto 0..255 with zp = rne(-lo' / scale); s8: max|x| / 127, zp 0; a range of 0 gives
+ *        scale 1), then `q` (u8 / s8, `count` values) = saturate(rne(x / scale) + zp). One
+ *        OpenMP region: each thread quantizes the chunk whose range it has just read, while it is
+ *        in its cache. Returns false, writing nothing to `q`, on a NaN or an infinity.
  */
-bool DynamicScale(const float* x, int64_t count, DType dtype, float* scale, int32_t* zero_point);
+bool DynamicQuantize(const float* x, int64_t count, DType dtype, void* q, float* scale,
+                     int32_t* zero_point);
 
 /*! \brief Scale mask of conv/matmul weights: the output-channel axis (0 = per tensor). */
 int WeightScalesMask(const Node& node, int weights_ndims);

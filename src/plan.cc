@@ -718,10 +718,10 @@ class Planner {
   }
 
   /*!
-   * \brief A qmatmul with a dynamic src scale: a host step computes this call's range of the
-   *        float32 `a` into a scale (and u8 zero point) slot, one reorder quantizes `a` with them
-   *        (runtime DNNL_ARG_ATTR_SCALES / ZERO_POINTS of its dst), and the int8 matmul reads the
-   *        same slots as its src scale / zero point. Weights are packed once; the output is f32.
+   * \brief A qmatmul with a dynamic src scale: one host step computes this call's range of the
+   *        float32 `a`, its scale (and u8 zero point) into slots and `a` quantized with them
+   *        (int8_attrs.h, DynamicQuantize); the int8 matmul reads the same slots as its src
+   *        scale / zero point. Weights are packed once; the output is f32.
    */
   void PlanDynamicQMatmul(int n) {
     const Node& node = g_.nodes[n];
@@ -753,31 +753,14 @@ class Planner {
       DynamicQuant dq{{BufKind::kSlot, slots_.Alloc(sizeof(float))},
                       {BufKind::kSlot, slots_.Alloc(sizeof(int32_t))},
                       {BufKind::kSlot, slots_.Alloc(q_md.get_size())}};
-      Step range;
-      range.host = HostOp::kDynamicScale;
-      range.node = n;
-      range.host_dims = {u8 ? 1 : 0};
-      range.host_label = g_.symbol + ": node " + std::to_string(n) + " (" + node.op + ")";
-      range.args = {{DNNL_ARG_SRC, a, a_md}, {DNNL_ARG_DST, dq.scale, scale_md},
-                    {DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_DST, dq.zp, zp_md}};
-      plan_->steps.push_back(std::move(range));
-      dnnl::primitive_attr qattr;
-      qattr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-      qattr.set_scales_mask(DNNL_ARG_DST, 0);
-      if (u8) qattr.set_zero_points_mask(DNNL_ARG_DST, 0);
-      dnnl::reorder::primitive_desc qpd;
-      try {
-        qpd = dnnl::reorder::primitive_desc(CpuEngine(), a_md, CpuEngine(), q_md, qattr);
-      } catch (const dnnl::error& e) {
-        Fail(n, std::string("oneDNN cannot quantize a with a runtime scale: ") + e.what());
-      }
-      Step quant;
-      quant.prim = dnnl::reorder(qpd);
+      Step quant;  // range, scale, zero point and a_q in one host step
+      quant.host = HostOp::kDynamicQuantize;
       quant.node = n;
-      quant.args = {{DNNL_ARG_FROM, a, a_md}, {DNNL_ARG_TO, dq.a_q, q_md},
-                    {DNNL_ARG_ATTR_SCALES | DNNL_ARG_DST, dq.scale, scale_md}};
-      if (u8) quant.args.push_back({DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_DST, dq.zp, zp_md});
-      AddScratchpad(qpd, &quant);
+      quant.host_dims = {u8 ? 1 : 0};
+      quant.host_label = g_.symbol + ": node " + std::to_string(n) + " (" + node.op + ")";
+      quant.args = {{DNNL_ARG_SRC, a, a_md}, {DNNL_ARG_DST, dq.a_q, q_md},
+                    {DNNL_ARG_ATTR_SCALES | DNNL_ARG_DST, dq.scale, scale_md},
+                    {DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_DST, dq.zp, zp_md}};
       plan_->steps.push_back(std::move(quant));
       for (const BufRef& b : {dq.scale, dq.zp, dq.a_q}) release_after_[last].push_back(b.index);
       shared = dynamic_quants_.emplace(key, dq).first;

@@ -44,11 +44,12 @@ struct ArgBinding {
  *  - kNanToZero: args[0] (f32, plain) gets every NaN replaced by 0 (softmax nan_to_zero);
  *  - kBroadcastCopy: args[1] (plain, dims `host_dims`) = args[0] read with element strides
  *    `host_strides` (0 along broadcast dims): a src0 that oneDNN's binary cannot broadcast.
- *  - kDynamicScale: args[1] (f32 [1]) / args[2] (s32 [1]) = the scale / zero point of this
- *    call's range of args[0] (f32, plain), for u8 (host_dims[0] == 1) or s8 (int8_attrs.h,
- *    DynamicScale); a NaN or infinity is an error naming `host_label`.
+ *  - kDynamicQuantize: args[2] (f32 [1]) / args[3] (s32 [1]) = the scale / zero point of this
+ *    call's range of args[0] (f32, plain), and args[1] (plain) = args[0] quantized with them, to
+ *    u8 (host_dims[0] == 1) or s8 (int8_attrs.h, DynamicQuantize); a NaN or infinity is an
+ *    error naming `host_label`.
  */
-enum class HostOp : uint8_t { kNone, kNanToZero, kBroadcastCopy, kDynamicScale };
+enum class HostOp : uint8_t { kNone, kNanToZero, kBroadcastCopy, kDynamicQuantize };
 
 struct Step {
   dnnl::primitive prim;  // empty for host steps
