@@ -127,6 +127,31 @@ def test_softmax_nan_to_zero():
             close(out[0, 0], ref[0, 0], rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_softmax_nan_to_zero_threaded(threads):
+    """Above 16k values the NaN pass is split into one chunk per thread (SIMD, masked stores):
+    NaN rows in the first, a middle and the last chunk, and at a length that is no whole
+    number of vectors (3 * 7 * 1001 values), all become 0; nothing else changes."""
+    x = rand(3, 7, 1001, seed=9)
+    x[0, 0, :] = -np.inf
+    x[1, 3, 500] = np.nan
+    x[2, 6, 1000] = np.nan
+    sg = Subgraph()
+    sg.output(sg.node("onednn.softmax", [sg.input((3, 7, 1001))], (3, 7, 1001), axis=2,
+                      nan_to_zero=True))
+    mod = sg.build()
+    before = _ffi_api.get_num_threads()
+    _ffi_api.set_num_threads(threads)
+    try:
+        (out,) = call(sg, mod, [x], {})
+    finally:
+        _ffi_api.set_num_threads(before)
+    ref = softmax(x, 2)
+    assert np.isnan(ref[0, 0]).all() and np.isnan(ref[1, 3]).all() and np.isnan(ref[2, 6]).all()
+    assert (out[0, 0] == 0).all() and (out[1, 3] == 0).all() and (out[2, 6] == 0).all()
+    close(out, np.where(np.isnan(ref), 0.0, ref), rtol=0, atol=1e-6)  # tolerance 1e-6 absolute
+
+
 @pytest.mark.parametrize("act", ELTWISE)
 def test_eltwise(act):
     shape = (2, 7, 24)
