@@ -11,6 +11,9 @@
 #include <tvm/ffi/string.h>
 
 #include <omp.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #include <algorithm>
 #include <atomic>
@@ -400,6 +403,85 @@ void QuantizeChunk(const float* x, int64_t count, float inv_scale, float zp, flo
   }
 }
 
+#if defined(__x86_64__) && defined(__GNUC__)
+/*! \brief Whether oneDNN's effective ISA (which ONEDNN_MAX_CPU_ISA caps, e.g. for tests of
+ *         the AVX2 path) includes avx512_core (F, BW, DQ, VL): the host kernels follow it. */
+bool UseAvx512() {
+  static const bool avx512 = (static_cast<int>(dnnl::get_effective_cpu_isa()) &
+                              static_cast<int>(dnnl::cpu_isa::avx512_core)) ==
+                             static_cast<int>(dnnl::cpu_isa::avx512_core);
+  return avx512;
+}
+
+#pragma GCC diagnostic push
+// GCC 12's avx512fintrin.h: false "may be used uninitialized" on its _mm512_undefined_*
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+/*!
+ * \brief QuantizeChunk with AVX-512 (F + BW) for zmm vectors: one rounding conversion
+ *        (round-to-nearest-even, the mode of vcvtps2dq), the zero point added as an integer and
+ *        a saturating down-convert, 16 values per 5 instructions where the compiler's
+ *        vectorization of the portable loop needs ~18. |x * inv_scale| <= 255 (the scale
+ *        comes from x's range), so the int32 conversion cannot overflow.
+ */
+template <bool kUnsigned>
+__attribute__((target("avx512f,avx512bw"), always_inline)) inline __m512i ToInt32Avx512(
+    __m512 v, __m512 inv, __m512i zero_point) {
+  __m512i i32 = _mm512_cvt_roundps_epi32(_mm512_mul_ps(v, inv),
+                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  // u8: clamp at 0 here, the unsigned saturation clamps at 255; s8: the signed saturation
+  if (!kUnsigned) return i32;
+  return _mm512_max_epi32(_mm512_add_epi32(i32, zero_point), _mm512_setzero_si512());
+}
+
+template <bool kUnsigned>
+__attribute__((target("avx512f,avx512bw"))) void QuantizeChunkAvx512(const float* x,
+                                                                     int64_t count,
+                                                                     float inv_scale, int32_t zp,
+                                                                     void* q) {
+  const __m512 inv = _mm512_set1_ps(inv_scale);
+  const __m512i zero_point = _mm512_set1_epi32(zp);
+  auto* out = static_cast<int8_t*>(q);
+  int64_t i = 0;
+  for (; i + 16 <= count; i += 16) {
+    __m512i v = ToInt32Avx512<kUnsigned>(_mm512_loadu_ps(x + i), inv, zero_point);
+    __m128i packed = kUnsigned ? _mm512_cvtusepi32_epi8(v) : _mm512_cvtsepi32_epi8(v);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), packed);
+  }
+  if (i < count) {
+    __mmask16 tail = static_cast<__mmask16>((1u << (count - i)) - 1u);
+    __m512i v = ToInt32Avx512<kUnsigned>(_mm512_maskz_loadu_ps(tail, x + i), inv, zero_point);
+    if (kUnsigned) {
+      _mm512_mask_cvtusepi32_storeu_epi8(out + i, tail, v);
+    } else {
+      _mm512_mask_cvtsepi32_storeu_epi8(out + i, tail, v);
+    }
+  }
+}
+
+#pragma GCC diagnostic pop
+#endif
+
+/*! \brief q = saturate(rne(x * inv_scale) + zp) as u8 or s8: AVX-512 when oneDNN may use it. */
+void QuantizeRange(const float* x, int64_t count, float inv_scale, int32_t zp, bool u8,
+                   void* q) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (UseAvx512()) {
+    if (u8) {
+      QuantizeChunkAvx512<true>(x, count, inv_scale, zp, q);
+    } else {
+      QuantizeChunkAvx512<false>(x, count, inv_scale, zp, q);
+    }
+    return;
+  }
+#endif
+  if (u8) {
+    QuantizeChunk(x, count, inv_scale, static_cast<float>(zp), 0.f, 255.f,
+                  static_cast<uint8_t*>(q));
+  } else {
+    QuantizeChunk(x, count, inv_scale, 0.f, -128.f, 127.f, static_cast<int8_t*>(q));
+  }
+}
+
 /*! \brief The scale / zero point of a range (DynamicQuantize); false if it is not finite. */
 bool ScaleOfRange(float mn, float mx, float nonfinite, DType dtype, float* scale,
                   int32_t* zero_point) {
@@ -449,12 +531,8 @@ bool DynamicQuantize(const float* x, int64_t count, DType dtype, void* q, float*
 #pragma omp single
     ok = ScaleOfRange(mn, mx, nonfinite, dtype, &s, &zp);
     // (the single's implicit barrier publishes s, zp and ok)
-    if (ok && u8) {
-      QuantizeChunk(x + begin, end - begin, 1.f / s, static_cast<float>(zp), 0.f, 255.f,
-                    static_cast<uint8_t*>(q) + begin);
-    } else if (ok) {
-      QuantizeChunk(x + begin, end - begin, 1.f / s, 0.f, -128.f, 127.f,
-                    static_cast<int8_t*>(q) + begin);
+    if (ok) {
+      QuantizeRange(x + begin, end - begin, 1.f / s, zp, u8, static_cast<int8_t*>(q) + begin);
     }
   }
   *scale = s;
