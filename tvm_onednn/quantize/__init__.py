@@ -41,11 +41,15 @@ from .annotate import (
     REASON_KINDS,
     Layer,
     LayerTable,
+    STEM_REASON,
     QuantPlan,
     plan_quantization,
+    replan,
     quantizable_layers,
     without_ranges,
 )
+from .annotate import float_stem as _float_stem
+from .bias_correction import InputMeans
 from .calibrate import CalibrationRun, calibrate, instrument, run_calibration
 from .realize import realize
 from .report import LayerReport, QuantizeReport, build_report
@@ -175,6 +179,8 @@ def quantize(
     quantize_granularity: str = ...,
     validation: tuple[Iterable, Metric] | None = ...,
     max_drop: float | None = ...,
+    bias_correction: bool = ...,
+    float_stem: bool = ...,
     return_report: Literal[False] = ...,
 ) -> tvm.IRModule: ...
 
@@ -194,6 +200,8 @@ def quantize(
     quantize_granularity: str = ...,
     validation: tuple[Iterable, Metric] | None = ...,
     max_drop: float | None = ...,
+    bias_correction: bool = ...,
+    float_stem: bool = ...,
     return_report: Literal[True],
 ) -> tuple[tvm.IRModule, QuantizeReport]: ...
 
@@ -212,6 +220,8 @@ def quantize(
     quantize_granularity: str = "channel-wise",
     validation: tuple[Iterable, Metric] | None = None,
     max_drop: float | None = None,
+    bias_correction: bool = True,
+    float_stem: bool = True,
     return_report: bool = False,
 ):
     """Quantize a float32 Relax module to int8; returns a new QDQ module (``mod`` unchanged).
@@ -260,6 +270,14 @@ def quantize(
             max_drop``; ``report.accuracy_control`` says which and the metrics.
         max_drop: the accuracy control's budget, an absolute drop of the metric (default
             0.01 with ``validation``; an error without it).
+        bias_correction: add to each int8 conv / matmul's bias the mean shift its weight
+            rounding causes, from its input's mean per channel and kernel tap on the
+            calibration data (:mod:`.bias_correction`; on by default: MobileNetV2 dev-set
+            top-1 agreement 0.878 -> see docs/quantization.md). ``False`` turns it off.
+        float_stem: keep float32 a first conv reading a model input when a depthwise conv
+            reads its output, and that depthwise conv (MobileNet's first two layers; a
+            ResNet has no such stem and stays all int8). On by default; ``False``
+            quantizes them (see :func:`~.annotate.float_stem`).
         return_report: also return the :class:`QuantizeReport`: ``(qmod, report)``.
 
     Raises:
@@ -281,23 +299,33 @@ def quantize(
     plan = plan_quantization(
         prepare_for_onednn(mod), exclude_layers, exclude_layers_match, exclude_operators
     )
+    stem = _float_stem(plan) if float_stem else []
+    if stem:
+        plan = replan(plan, dict.fromkeys(stem, STEM_REASON))
     if not plan.range_names:
         logger.warning("quantize: no layer can be quantized; the model stays float32")
     ranges: dict | None = None if calib_mode == "none" else {}
+    input_means: dict | None = None
     run: CalibrationRun | None = None
     if ranges is not None and plan.range_names:
         active = _collector(calib_mode, collector, quantized_dtype)
         if active.include_layers is None:
             active.include_layers = plan.range_names
-        run = run_calibration(plan, calib_data, active, num_calib_batches)
+        means = InputMeans(plan) if bias_correction else None
+        run = run_calibration(
+            plan, calib_data, active, num_calib_batches, means.observe if means else None
+        )
         plan, ranges = _drop_unusable(plan, run)
+        input_means = means.means() if means else None
     control = None
     if validation is not None and plan.range_names and ranges is not None:
         plan, ranges, qmod, control = control_accuracy(
-            mod, plan, ranges, val_batches, metric, budget, quantized_dtype, quantize_granularity
-        )
+            mod, plan, ranges, val_batches, metric, budget, quantized_dtype,
+            quantize_granularity, input_means,
+        )  # fmt: skip
     else:
-        qmod = realize(plan, ranges, quantized_dtype, quantize_granularity)
+        qmod = realize(plan, ranges, quantized_dtype, quantize_granularity,
+                       input_means=input_means)  # fmt: skip
     report = build_report(
         plan,
         ranges,

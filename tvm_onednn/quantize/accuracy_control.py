@@ -263,6 +263,7 @@ def rank_layers(
     int8_outputs: list,
     quantized_dtype: str,
     granularity: str,
+    input_means: Mapping[str, np.ndarray] | None = None,
 ) -> list[tuple[str, float]]:
     """``(layer, output error recovered)`` of every int8 layer, largest first.
 
@@ -278,7 +279,8 @@ def rank_layers(
         if not site.layer.quantized:
             continue
         candidate = replan(plan, {site.layer.name: REVERTED_REASON})
-        qmod = realize(candidate, _ranges_for(candidate, by_var), quantized_dtype, granularity)
+        qmod = realize(candidate, _ranges_for(candidate, by_var), quantized_dtype, granularity,
+                       input_means=input_means)
         outputs = evaluate.outputs(qmod, count)
         error = _output_error(outputs, evaluate.fp32_outputs[:count])
         scores.append((site.layer.name, base - error))
@@ -301,6 +303,7 @@ def control_accuracy(
     max_drop: float,
     quantized_dtype: str = "auto",
     quantize_granularity: str = "channel-wise",
+    input_means: Mapping[str, np.ndarray] | None = None,
 ) -> tuple[QuantPlan, dict[str, Range], tvm.IRModule, AccuracyControlReport]:
     """Revert the most sensitive int8 layers of ``plan`` to float32 until the validation
     metric drops by at most ``max_drop``; ``(plan, ranges, qmod, report)`` of the result.
@@ -309,7 +312,8 @@ def control_accuracy(
     ``plan``. See the module docstring for the procedure.
     """
     evaluate = _Evaluator(mod, batches, metric)
-    qmod = realize(plan, ranges, quantized_dtype, quantize_granularity)
+    qmod = realize(plan, ranges, quantized_dtype, quantize_granularity,
+                   input_means=input_means)
     metric_int8 = evaluate(qmod)
     report = AccuracyControlReport(
         max_drop, evaluate.metric_fp32, metric_int8, metric_int8,
@@ -320,14 +324,16 @@ def control_accuracy(
         return plan, dict(ranges), qmod, report
     by_var = {plan.observed[n].var: r for n, r in ranges.items()}
     report.ranking = rank_layers(
-        evaluate, plan, by_var, evaluate.last_outputs, quantized_dtype, quantize_granularity
-    )
+        evaluate, plan, by_var, evaluate.last_outputs, quantized_dtype, quantize_granularity,
+        input_means,
+    )  # fmt: skip
     best = (plan, dict(ranges), qmod)
     for name, _ in report.ranking:
         report.reverted.append(name)
         candidate = replan(plan, dict.fromkeys(report.reverted, REVERTED_REASON))
         cranges = _ranges_for(candidate, by_var)
-        cmod = realize(candidate, cranges, quantized_dtype, quantize_granularity)
+        cmod = realize(candidate, cranges, quantized_dtype, quantize_granularity,
+                       input_means=input_means)
         report.metric = evaluate(cmod)
         best = (candidate, cranges, cmod)
         if report.met:

@@ -48,6 +48,8 @@ __all__ = [
     "LayerTable",
     "QuantPlan",
     "REASON_KINDS",
+    "STEM_REASON",
+    "float_stem",
     "group_chains",
     "plan_quantization",
     "quantizable_layers",
@@ -369,7 +371,7 @@ class _Planner:
             return "excluded", excluded
         kept = self.exclusions.keep_float.get(name)
         if kept:
-            return "calibration", kept
+            return ("excluded" if kept == STEM_REASON else "calibration"), kept
         if kind not in CHAIN_KINDS:
             return "input", _POOL_UNDECIDED
         reason = _why_not_int8_chain(kind, annotated, data)
@@ -509,6 +511,37 @@ def plan_quantization(
     """
     exclusions = _Exclusions(exclude_layers, exclude_layers_match, exclude_operators)
     return _Planner(group_chains(prepared), exclusions).plan()
+
+
+#: The reason of a layer :func:`float_stem` keeps float32 (``quantize(float_stem=True)``).
+STEM_REASON = "float stem: the first conv and the depthwise conv after it (float_stem=False)"
+
+
+def float_stem(plan: QuantPlan) -> list[str]:
+    """The stem layers ``quantize(float_stem=True)`` keeps float32: a conv reading a model
+    input whose output feeds a depthwise conv (``groups`` = its channels > 1), and that
+    depthwise conv (MobileNet's first two layers); ``[]`` when the network starts otherwise
+    (ResNet's first conv feeds a max pool: it stays int8).
+
+    Both layers read the tensors int8 represents worst: the normalized image (s8 steps
+    coarser than the photo's own 8-bit ones) and 32 channels of very different ranges
+    sharing one u8 scale, and a depthwise conv sums over 9 taps only, so nothing averages
+    their rounding out.
+    """
+    params = plan.module["main"].params
+    for site in plan.sites.values():
+        if site.layer.kind != "conv2d" or not site.layer.quantized:
+            continue
+        if site.data is None or not any(site.data.same_as(p) for p in params):
+            continue
+        for user in plan.sites.values():
+            if user.data is None or not user.data.same_as(site.var) or user.layer.kind != "conv2d":
+                continue
+            groups = int(user.annotated["root"].attrs.groups)
+            channels = ru.static_shape(user.annotated["rhs"])[0]
+            if groups > 1 and groups == channels and user.layer.quantized:
+                return [site.layer.name, user.layer.name]
+    return []
 
 
 def replan(plan: QuantPlan, keep_float: Mapping[str, str]) -> QuantPlan:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import itertools
 import logging
 import sys
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -363,8 +363,12 @@ def run_calibration(
     calib_data: Iterable,
     collector: CalibrationCollector,
     num_calib_batches: int | None = None,
+    observe: Callable[[str, np.ndarray], None] | None = None,
 ) -> CalibrationRun:
     """Run ``calib_data`` through the float32 model; the collector's ranges and how it went.
+
+    ``observe(name, array)``, when given, also sees every finite observed tensor (e.g.
+    :class:`~.bias_correction.InputMeans`).
 
     Problems of the model are not errors: a tensor holding inf / NaN is not given to the
     collector and gets no range, nor does one the collector returns no range for; a module
@@ -424,6 +428,8 @@ def run_calibration(
                     logger.warning("calibration: %s holds %s: no range for it", name, why)
                     continue
                 collector.collect(name, plan.observed[name].op_name, arr)
+                if observe is not None:
+                    observe(name, arr)
     finally:
         progress.close()
     if count == 0:

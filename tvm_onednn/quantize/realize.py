@@ -51,6 +51,7 @@ from .. import relax_utils as ru
 from ..calib import choose_activation_dtype, range_to_scale
 from ..calib.collector import Range
 from .annotate import CHAIN_KINDS, QuantPlan, Site
+from .bias_correction import corrected_bias
 from .inline import CompositeInliner, with_main
 from .weights import GRANULARITIES, Granularity, quantize_weight, weight_encoding
 
@@ -135,16 +136,22 @@ class _Realizer(CompositeInliner):
     """Emits the QDQ form of every quantized layer while inlining the chains back."""
 
     def __init__(
-        self, plan: QuantPlan, tensors: Mapping[str, TensorQuant], granularity: Granularity
+        self,
+        plan: QuantPlan,
+        tensors: Mapping[str, TensorQuant],
+        granularity: Granularity,
+        input_means: Mapping[str, np.ndarray] | None = None,
     ):
         super().__init__(plan.module)
         self.plan = plan
         self.tensors = tensors
         self.granularity = granularity
+        self.input_means = input_means or {}
         # input-module tensor -> (its int8 value in the new module, how it is quantized)
         self.int8: dict[relax.Var, tuple[relax.Var, _QParams]] = {}
         self.pending: _QParams | None = None  # the binding being emitted writes int8
         self.dynamic = any(t.scale is None for t in tensors.values())  # calib_mode="none"
+        self.corrected: relax.Constant | None = None  # the bias of the chain being emitted
 
     # --- layers --------------------------------------------------------------------------
 
@@ -173,7 +180,10 @@ class _Realizer(CompositeInliner):
         residual = site.annotated.get("residual")
         if residual is not None and site.residual in self.plan.range_of and not self.dynamic:
             params[residual] = self.dequantized(site.residual)
-        out = self.inline(func, params, {site.annotated["rhs"]: self._weight(site)}, operands)
+        replace = {site.annotated["rhs"]: self._weight(site)}
+        if self.corrected is not None:
+            replace[site.annotated["bias"]] = self.corrected
+        out = self.inline(func, params, replace, operands)
         if site.var not in self.plan.int8_outputs or self.dynamic:
             return out  # the last quantized layer (every dynamic one) writes float32
         out = self.emit(out)
@@ -196,6 +206,9 @@ class _Realizer(CompositeInliner):
         src_dtype = self.tensors[self.plan.range_of[site.data]].dtype
         encoding = weight_encoding(src_dtype, site.layer.kind)
         w_q, scales = quantize_weight(weight, axis, self.granularity, encoding, reduce_axis)
+        shape = [-1 if d == axis else 1 for d in range(weight.ndim)] if scales.ndim else []
+        dequantized = w_q.astype(np.float32) * scales.reshape(shape)
+        self.corrected = corrected_bias(site, weight, dequantized, self.input_means)
         return self.emit(
             relax.op.dequantize(relax.const(w_q), relax.const(scales), _zero("int8"), axis=axis)
         )
@@ -264,8 +277,13 @@ def realize(
     quantized_dtype: QuantizedDtype = "auto",
     quantize_granularity: Granularity = "channel-wise",
     activation_scheme: ActivationScheme | None = None,
+    input_means: Mapping[str, np.ndarray] | None = None,
 ) -> tvm.IRModule:
     """The QDQ module of ``plan`` with ``ranges`` (validated), or run-time scales (None).
+
+    ``input_means``: ``{layer name: mean of its input per channel and tap}``
+    (:class:`~.bias_correction.InputMeans`); those layers get their bias corrected for the
+    rounding of their weights (:mod:`.bias_correction`).
 
     ``activation_scheme``: ``"symmetric"`` (zero points 0) or ``"asymmetric"`` (signed ranges
     as u8 with a zero point; see the module docstring). None: symmetric with calibrated
@@ -278,7 +296,8 @@ def realize(
             f"quantize_granularity must be one of {GRANULARITIES}, got {quantize_granularity!r}"
         )
     tensors = tensor_quant_params(plan, ranges, quantized_dtype, activation_scheme)
-    main = _Realizer(plan, tensors, quantize_granularity).visit_expr(plan.module["main"])
+    realizer = _Realizer(plan, tensors, quantize_granularity, input_means)
+    main = realizer.visit_expr(plan.module["main"])
     mod = relax.transform.DeadCodeElimination(["main"])(with_main(plan.module, main))
     logger.debug("realize: %d int8 tensors, %s", len(tensors), tensors)
     return mod
