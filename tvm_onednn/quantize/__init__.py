@@ -272,8 +272,8 @@ def quantize(
             0.01 with ``validation``; an error without it).
         bias_correction: add to each int8 conv / matmul's bias the mean shift its weight
             rounding causes, from its input's mean per channel and kernel tap on the
-            calibration data (:mod:`.bias_correction`; on by default: MobileNetV2 dev-set
-            top-1 agreement 0.878 -> see docs/quantization.md). ``False`` turns it off.
+            calibration data (:mod:`.bias_correction`; no extra pass). On by default
+            (docs/quantization.md, "Bias correction"); ``False`` turns it off.
         float_stem: keep float32 a first conv reading a model input when a depthwise conv
             reads its output, and that depthwise conv (MobileNet's first two layers; a
             ResNet has no such stem and stays all int8). On by default; ``False``
