@@ -841,8 +841,8 @@ class Planner {
     PostOps post;
     // Candidates by the number of operands made plain (0: both as they are, in any form,
     // before 1: a or b reordered, before 2). Within a level a brgemm kernel beats any other
-    // optimized one (gemm:jit runs strided batched operands ~2x slower than brg here), else
-    // the first optimized kernel wins.
+    // optimized one (gemm:jit ran MiniLM's context matmul on the head views, brg is faster),
+    // else the first optimized kernel wins.
     int best_rank = 0;
     for (int copies = 0; copies <= 2 && best_rank == 0; ++copies) {
       for (const MatmulForm& f : forms) {
