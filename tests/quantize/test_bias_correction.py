@@ -124,7 +124,8 @@ def test_float_stem_keeps_the_first_conv_and_depthwise_float32():
     data = m.batches(2)
     _, report = quantize(m.mod, data, return_report=True)
     kept = {layer.name: layer.reason_kind for layer in report.layers if not layer.quantized}
-    assert kept == {"conv2d_0": "excluded", "conv2d_1": "excluded"}
+    assert kept == {"conv2d_0": "stem", "conv2d_1": "stem"}
+    assert "float32 stem" in str(report)
     _, report = quantize(m.mod, data, float_stem=False, return_report=True)
     assert all(layer.quantized for layer in report.layers)
 

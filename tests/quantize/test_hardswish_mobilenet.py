@@ -202,7 +202,10 @@ def test_float32_import_matches_torch_and_predictions_vary(mobilenet):
 @pytest.mark.parametrize("calib_mode", ["naive", "entropy"])
 def test_int8_hardswish_network(mobilenet, calib_mode):
     mod, calib, eval_x, fp32, _ = mobilenet
-    qmod, report = tvm_onednn.quantize(mod, calib, calib_mode=calib_mode, return_report=True)
+    # float_stem=False: the stem (a HardSwish conv feeding a depthwise conv) is int8 too.
+    qmod, report = tvm_onednn.quantize(
+        mod, calib, calib_mode=calib_mode, float_stem=False, return_report=True
+    )
     # Every conv and both classifier matmuls are int8; the HardSwish chains run as int8
     # oneDNN composites (not as TVM kernels around them).
     chains = [l for l in report.layers if l.kind in ("conv2d", "matmul")]

@@ -98,7 +98,7 @@ class Layer:
         output_dtype: ``"int8"`` when a quantized layer writes int8 (the exact u8/s8 is
             chosen from the calibrated range), ``"float32"`` otherwise.
         reason_kind: what kind of reason keeps it float32 (None when quantized): one of
-            :data:`REASON_KINDS`.
+            :data:`REASON_KINDS`, or ``"stem"`` (:func:`float_stem`).
     """
 
     name: str
@@ -371,7 +371,7 @@ class _Planner:
             return "excluded", excluded
         kept = self.exclusions.keep_float.get(name)
         if kept:
-            return ("excluded" if kept == STEM_REASON else "calibration"), kept
+            return ("stem" if kept == STEM_REASON else "calibration"), kept
         if kind not in CHAIN_KINDS:
             return "input", _POOL_UNDECIDED
         reason = _why_not_int8_chain(kind, annotated, data)
@@ -514,7 +514,7 @@ def plan_quantization(
 
 
 #: The reason of a layer :func:`float_stem` keeps float32 (``quantize(float_stem=True)``).
-STEM_REASON = "float stem: the first conv and the depthwise conv after it (float_stem=False)"
+STEM_REASON = "the first conv and the depthwise conv it feeds (float_stem=False quantizes them)"
 
 
 def float_stem(plan: QuantPlan) -> list[str]:

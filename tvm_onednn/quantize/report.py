@@ -44,6 +44,7 @@ __all__ = ["LayerReport", "QuantizeReport", "build_report"]
 _SHORT = {"uint8": "u8", "int8": "s8", "float32": "f32", None: "-"}
 _KIND_TITLES = {
     "excluded": "excluded by the user",
+    "stem": "float32 stem (quantize's float_stem)",
     "unsupported": "not supported by the int8 table",
     "input": "input not int8",
     "calibration": "no calibration range",
@@ -67,7 +68,8 @@ class LayerReport:
         weights: the s8 weight encoding (``s8 per-channel, 8-bit``...), None for pools and
             float32 layers.
         reason: why it stays float32 (None when int8).
-        reason_kind: ``excluded``, ``unsupported``, ``input`` or ``calibration``.
+        reason_kind: ``excluded``, ``unsupported``, ``input``, ``calibration``, ``stem``
+            (``float_stem``) or ``accuracy``.
     """
 
     name: str
