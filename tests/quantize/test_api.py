@@ -69,7 +69,9 @@ def test_registered_collectors_are_calib_modes():
     assert "midrange" not in CALIB_MODES
     register_collector("midrange", _MidRange)
     try:
-        assert calib_modes() == ("naive", "entropy", "percentile", "midrange", "custom", "none")
+        assert calib_modes() == (
+            "naive", "entropy", "percentile", "midrange", "auto", "custom", "none"
+        )
         assert "midrange" in CALIB_MODES and CALIB_MODES[3] == "midrange"
         model = residual_block()
         _, report = quantize(model.mod, model.batches(1), calib_mode="midrange", return_report=True)

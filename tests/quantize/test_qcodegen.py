@@ -106,7 +106,7 @@ def test_float32_residual_is_added_as_is():
 
 def test_matmul_chain_json():
     model = mlp()
-    qmod = quantize(model.mod, model.batches(2))
+    qmod = quantize(model.mod, model.batches(2), calib_mode="entropy")  # static ranges
     (region,) = regions(qmod)
     assert region.ops() == [
         "onednn.quantize",
@@ -126,7 +126,7 @@ def test_matmul_chain_json():
 def _quantized(make):
     """(model, QDQ module, its fake-quant build), shared by the tests of one model."""
     model = make()
-    qmod = quantize(model.mod, model.batches(4))
+    qmod = quantize(model.mod, model.batches(4), calib_mode="entropy")
     return model, qmod, Runner(build(qmod, "default"))
 
 

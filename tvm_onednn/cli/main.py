@@ -47,6 +47,8 @@ def _compile(args: argparse.Namespace) -> int:
             exclude_layers=args.exclude_layers or (),
             validation_data=args.validation_data,
             max_drop=args.max_drop,
+            bias_correction=args.bias_correction,
+            float_stem=args.float_stem,
         )
     result = compile_onnx(
         args.model,
@@ -148,12 +150,12 @@ def _add_model_options(p: argparse.ArgumentParser, target: bool = True) -> None:
 
 
 def cli_calib_modes() -> list[str]:
-    """``--calib-mode`` choices: the collectors registered now
+    """``--calib-mode`` choices: ``auto``, the collectors registered now
     (``tvm_onednn.calib.register_collector``), then ``none``. ``custom`` needs a collector
     instance, which a command line cannot pass: register the class under a name instead."""
-    from ..calib.registry import COLLECTORS
+    from ..interface.compile import calib_modes
 
-    return [*COLLECTORS, "none"]
+    return calib_modes()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -178,12 +180,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--calib-mode",
         choices=modes,
-        default="entropy",
-        help=f"how ranges are chosen: {', '.join(modes)} (registered collectors; default "
-        "entropy, MXNet's default and the most accurate on held-out data); none: at run "
-        "time, no data",
+        default="auto",
+        help=f"how ranges are chosen: {', '.join(modes)}. auto (default): none for models "
+        "whose quantized layers are all matmuls (transformers: more accurate), else entropy "
+        "(MXNet's default, the most accurate on held-out images); none: ranges computed at "
+        "run time, no data; the others are the registered collectors",
     )
     p.add_argument("--num-calib-batches", type=int, metavar="N", help="use at most N batches")
+    p.add_argument(
+        "--no-bias-correction",
+        dest="bias_correction",
+        action="store_false",
+        help="do not shift int8 biases by the mean error of their weight rounding",
+    )
+    p.add_argument(
+        "--no-float-stem",
+        dest="float_stem",
+        action="store_false",
+        help="quantize a MobileNet-like stem (first conv + the depthwise conv it feeds) too",
+    )
     p.add_argument(
         "--exclude-layers",
         nargs="+",

@@ -35,11 +35,11 @@ class QuantizeUnavailableError(InputError):
 
 
 def calib_modes() -> list[str]:
-    """Calibration modes a command line can ask for: the registered collectors
+    """Calibration modes a command line can ask for: ``auto``, the registered collectors
     (:data:`tvm_onednn.calib.COLLECTORS`, one source of truth) and ``none``."""
     from ..calib.registry import COLLECTORS
 
-    return [*COLLECTORS, "none"]
+    return ["auto", *COLLECTORS, "none"]
 
 
 @dataclass
@@ -47,17 +47,19 @@ class QuantizeOptions:
     """What ``--quantize int8`` and the calibration flags ask for."""
 
     calib_data: str | None = None  # .npz or a directory of .npy/.npz
-    calib_mode: str = "naive"
+    calib_mode: str = "auto"
     num_calib_batches: int | None = None
     exclude_layers: Sequence[str] = ()
     validation_data: str | None = None  # accuracy control: .npz or a directory, as calib_data
     max_drop: float | None = None  # its top-1 agreement budget (default 0.01)
+    bias_correction: bool = True  # see tvm_onednn.quantize
+    float_stem: bool = True
 
     def __post_init__(self) -> None:
         modes = calib_modes()
         if self.calib_mode not in modes:
             raise InputError(f"unknown calibration mode {self.calib_mode!r}; one of {modes}")
-        if self.calib_mode != "none" and not self.calib_data:
+        if self.calib_mode not in ("none", "auto") and not self.calib_data:
             raise InputError(
                 f"int8 quantization with calibration mode {self.calib_mode!r} needs "
                 "calibration data (--calib-data FILE.npz|DIR), or use --calib-mode none"
@@ -128,7 +130,7 @@ def quantize_model(
     module and the quantizer's report."""
     quantize = quantize_function()
     batches = None
-    if options.calib_mode != "none":
+    if options.calib_mode != "none" and options.calib_data:
         samples = load_calibration_samples(options.calib_data, specs)
         batches = calibration_batches(samples, specs)
     validation = None
@@ -136,6 +138,19 @@ def quantize_model(
         from ..quantize import top1_agreement
 
         validation = (validation_batches(options.validation_data, specs), top1_agreement)
+    if batches is None and options.calib_mode == "auto":
+        from ..byoc.partition import prepare_for_onednn
+        from ..quantize import resolve_auto_mode
+        from ..quantize.annotate import plan_quantization
+
+        plan = plan_quantization(prepare_for_onednn(mod), options.exclude_layers or None)
+        chosen = resolve_auto_mode(plan, validation is not None)
+        if chosen != "none":
+            raise InputError(
+                f"int8 quantization of this model needs calibration data (--calib-mode auto "
+                f"chose {chosen}: it has conv layers or accuracy control): give --calib-data "
+                "FILE.npz|DIR, or use --calib-mode none"
+            )
     return quantize(
         mod,
         batches,
@@ -144,6 +159,8 @@ def quantize_model(
         exclude_layers=list(options.exclude_layers) or None,
         validation=validation,
         max_drop=options.max_drop,
+        bias_correction=options.bias_correction,
+        float_stem=options.float_stem,
         return_report=True,
     )
 
