@@ -10,7 +10,12 @@ import numpy as np
 import pytest
 
 from tvm_onednn.calib import CalibrationError
-from tvm_onednn.quantize import quantize, resolve_auto_mode, top1_agreement
+from tvm_onednn.quantize import (
+    CalibrationDataRequired,
+    quantize,
+    resolve_auto_mode,
+    top1_agreement,
+)
 from tvm_onednn.testing import Runner, build
 
 from .models import mlp, residual_block
@@ -41,8 +46,9 @@ def test_conv_model_uses_entropy():
 
 
 def test_conv_model_without_data_names_the_chosen_mode():
-    with pytest.raises(CalibrationError, match="calib_mode='auto' chose 'entropy'"):
+    with pytest.raises(CalibrationError, match="calib_mode='auto' chose 'entropy'") as info:
         quantize(residual_block().mod)
+    assert isinstance(info.value, CalibrationDataRequired) and info.value.chosen == "entropy"
 
 
 def test_accuracy_control_needs_static_ranges_so_auto_picks_entropy():

@@ -138,31 +138,27 @@ def quantize_model(
         from ..quantize import top1_agreement
 
         validation = (validation_batches(options.validation_data, specs), top1_agreement)
-    if batches is None and options.calib_mode == "auto":
-        from ..byoc.partition import prepare_for_onednn
-        from ..quantize import resolve_auto_mode
-        from ..quantize.annotate import plan_quantization
+    from ..quantize import CalibrationDataRequired
 
-        plan = plan_quantization(prepare_for_onednn(mod), options.exclude_layers or None)
-        chosen = resolve_auto_mode(plan, validation is not None)
-        if chosen != "none":
-            raise InputError(
-                f"int8 quantization of this model needs calibration data (--calib-mode auto "
-                f"chose {chosen}: it has conv layers or accuracy control): give --calib-data "
-                "FILE.npz|DIR, or use --calib-mode none"
-            )
-    return quantize(
-        mod,
-        batches,
-        calib_mode=options.calib_mode,
-        num_calib_batches=options.num_calib_batches,
-        exclude_layers=list(options.exclude_layers) or None,
-        validation=validation,
-        max_drop=options.max_drop,
-        bias_correction=options.bias_correction,
-        float_stem=options.float_stem,
-        return_report=True,
-    )
+    try:
+        return quantize(
+            mod,
+            batches,
+            calib_mode=options.calib_mode,
+            num_calib_batches=options.num_calib_batches,
+            exclude_layers=list(options.exclude_layers) or None,
+            validation=validation,
+            max_drop=options.max_drop,
+            bias_correction=options.bias_correction,
+            float_stem=options.float_stem,
+            return_report=True,
+        )
+    except CalibrationDataRequired as e:
+        raise InputError(
+            f"int8 quantization of this model needs calibration data (--calib-mode auto chose "
+            f"{e.chosen}: it has conv layers or accuracy control): give --calib-data "
+            "FILE.npz|DIR, or use --calib-mode none"
+        ) from None
 
 
 def validation_batches(path: str, specs: Sequence[TensorSpec]) -> list[dict]:

@@ -71,6 +71,7 @@ __all__ = [
     "quantizable_layers",
     "quantize",
     "quantize_weight",
+    "CalibrationDataRequired",
     "realize",
     "resolve_auto_mode",
     "run_calibration",
@@ -142,16 +143,29 @@ def _check_arguments(calib_mode, collector, quantized_dtype, quantize_granularit
         raise ValueError(f"num_calib_batches must be a positive int or None, got {num_batches!r}")
 
 
+class CalibrationDataRequired(CalibrationError):
+    """``calib_mode="auto"`` chose a calibrated mode for this model but no ``calib_data``
+    was given; ``chosen`` is that mode."""
+
+    def __init__(self, chosen: str) -> None:
+        super().__init__(
+            f"calib_mode='auto' chose {chosen!r} for this model (it has conv layers or "
+            "accuracy control) and needs calib_data (or use calib_mode='none')"
+        )
+        self.chosen = chosen
+
+
 def resolve_auto_mode(plan: QuantPlan, accuracy_control: bool) -> str:
     """What ``calib_mode="auto"`` means for ``plan``: ``"none"`` (dynamic quantization)
     when every layer it quantizes is a matmul and there is no accuracy control, else
     :data:`AUTO_STATIC_MODE`.
 
-    Matmul-only models (transformer encoders, MLPs) are both more accurate and about as fast
-    with per-call ranges: all-MiniLM-L6-v2's int8 embedding cosine with fp32 is 0.994
-    dynamic vs 0.86 (entropy) / 0.978 (naive) with static ranges
-    (``benchmarks/int8_accuracy.py --models minilm``). Conv nets need static ranges: the
-    dynamic mode leaves their conv chains fake-quantized in TVM.
+    Matmul-only models (transformer encoders, MLPs) keep far more accuracy with per-call
+    ranges: all-MiniLM-L6-v2's int8 embedding cosine with fp32 is 0.994 dynamic vs 0.86
+    (entropy) / 0.978 (naive) with static ranges (``benchmarks/int8_accuracy.py --models
+    minilm``); static ranges would save the per-call range pass, but not at equal accuracy.
+    Conv nets need static ranges: the dynamic mode leaves their conv chains fake-quantized
+    in TVM.
     """
     kinds = {layer.kind for layer in plan.layers if layer.quantized}
     if not accuracy_control and kinds & {"matmul"} and not kinds & {"conv2d"}:
@@ -327,10 +341,7 @@ def quantize(
         calib_mode = resolve_auto_mode(plan, validation is not None)
         logger.info("quantize: calib_mode='auto' -> %r", calib_mode)
         if calib_mode != "none" and calib_data is None:
-            raise CalibrationError(
-                f"calib_mode='auto' chose {calib_mode!r} for this model (it has conv layers "
-                "or accuracy control) and needs calib_data (or use calib_mode='none')"
-            )
+            raise CalibrationDataRequired(calib_mode)
     stem = _float_stem(plan) if float_stem else []
     if stem:
         plan = replan(plan, dict.fromkeys(stem, STEM_REASON))
