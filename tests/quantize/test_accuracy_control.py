@@ -139,6 +139,19 @@ def test_within_budget_nothing_is_reverted(setup):
     np.testing.assert_array_equal(run(val[0]), plain(val[0]))
 
 
+def test_a_budget_int8_cannot_meet_reverts_everything_and_says_so(setup, caplog):
+    """max_drop=0 with an error metric: every int8 layer costs something, so all go back."""
+    mod, calib, val, _ = setup
+    with caplog.at_level("WARNING", logger="tvm_onednn.quantize.accuracy_control"):
+        _, report = tvm_onednn.quantize(
+            mod, calib, validation=(val, neg_rel_error), max_drop=0.0, return_report=True
+        )
+    control = report.accuracy_control
+    assert control.met and sorted(control.reverted) == sorted(n for n, _ in control.ranking)
+    assert report.num_quantized == 0
+    assert "nothing runs in int8" in caplog.text
+
+
 def test_top1_agreement_with_labels_from_numpy():
     fp32 = [np.array([[0.1, 0.9], [0.8, 0.2]]), np.array([[0.3, 0.7]])]
     int8 = [np.array([[0.2, 0.6], [0.1, 0.2]]), np.array([[0.9, 0.1]])]

@@ -21,6 +21,7 @@ float32, the metric before and after, and how many int8 models were evaluated.
 
 from __future__ import annotations
 
+import logging
 import math
 import numbers
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -38,6 +39,8 @@ from ..target import host_target_spec
 from .annotate import QuantPlan, replan
 from .calibrate import ModelInputs
 from .realize import realize
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["AccuracyControlReport", "Metric", "check_validation", "control_accuracy",
            "top1_agreement"]  # fmt: skip
@@ -339,4 +342,12 @@ def control_accuracy(
         if report.met:
             break
     report.evaluations, report.builds = evaluate.evaluations, evaluate.builds
+    if report.reverted and len(report.reverted) == len(report.ranking):
+        logger.warning(
+            "quantize: accuracy control kept all %d ranked layers float32 to meet max_drop=%g "
+            "(int8 metric %.4f, float32 %.4f): nothing runs in int8. On a small validation set "
+            "a budget below one sample's share of the metric allows no changed prediction; "
+            "use more validation data or a larger max_drop",
+            len(report.reverted), max_drop, report.metric_int8, report.metric_fp32,
+        )  # fmt: skip
     return (*best, report)
