@@ -1,4 +1,4 @@
-"""Dynamic batch: one library compiled with a free batch vs a static build of each batch.
+"""Dynamic batch: libraries compiled with a free batch vs static builds of each batch.
 
     python benchmarks/bench_dynamic.py --models resnet50,mobilenet_v2 --batches 1,3,16 \
         --out bench-results/dynamic.json
@@ -11,12 +11,13 @@ compiled on its own. Per batch:
   built there) and, from the runtime's statistics, the plan build time it reports; the
   library's one-time set-up (weight packing) is done beforehand by a call at a batch not in
   the list, so the first call at a listed batch is the cost of a new shape only;
-- steady-state medians, timed interleaved (``harness.interleaved_timings``), of the dynamic
-  library and of two static builds of the batch, one made before and one after the
-  dynamic library's plan for it; the ratio dynamic / mean static (the target is within
-  3 %) and the ratio of the two identical static builds (``control``: the noise floor of
-  this run);
-- the largest output difference between the two (same weights, same inputs).
+- steady-state medians, timed interleaved (``harness.interleaved_timings``), of
+  ``--libraries`` dynamic libraries and as many static builds of the batch, built
+  alternately (on a shared VM a library's speed depends on where its memory landed, see
+  ``bench_model``); the ratio of the dynamic libraries' median to the static ones' (the
+  target is within 3 %) and the slowest / fastest of the identical static builds
+  (``control``: the noise floor of this run);
+- the largest output difference between dynamic and static (same weights, same inputs).
 
 Then ``--sweep-shapes`` distinct batch sizes (1, 2, ..., N) go through one dynamic library
 (``--sweep-model``): per shape the call time, and every ``--sweep-every`` shapes the
@@ -120,16 +121,24 @@ def _summary(samples: list[list[float]]) -> dict[str, Any]:
     }
 
 
+def _median_of(libraries: list[dict[str, Any]], key: str) -> float:
+    return statistics.median(lib[key] for lib in libraries)
+
+
 def bench_model(name: str, batches: list[int], args, target: dict, log) -> list[dict]:
     """Dynamic vs static at every batch of ``batches`` for one model.
 
-    Per batch, two static builds sandwich the dynamic library's plan for that batch: one
-    built (and run once) before the dynamic library first sees the batch, one after. The
-    three are timed interleaved; the dynamic median is compared with the mean of the two
-    static medians, and the two static builds with each other (``control_ratio``): on a
-    shared VM two identical builds can differ by several per cent depending on where their
-    buffers landed and when they were made, and the control shows how large that is in
-    this run.
+    On a shared VM, identical builds in one process differ by several per cent depending on
+    where their memory landed: measured on ResNet-50 batch 3, the last-built of three
+    identical static libraries was the fastest in 6 of 6 processes, the first-built usually
+    the slowest (up to 10 %), and single pairs of identical builds differed by up to 4 %. One
+    library of each kind is one draw of that lottery, so ``--libraries`` K libraries of each
+    kind are built, in an order that favours neither: an untimed warm-up library, then K
+    times (one static library per batch, one dynamic library with its set-up call and its
+    first call at every batch). Per batch the K dynamic and K static libraries are timed
+    interleaved; the ratio is the median of the dynamic libraries' medians over the median of
+    the static ones', and ``control_ratio`` (slowest / fastest static library) is the noise
+    floor of this run.
     """
     from tvm_onednn.frontend import from_onnx
     from tvm_onednn.interface.io import dynamic_batch
@@ -137,64 +146,83 @@ def bench_model(name: str, batches: list[int], args, target: dict, log) -> list[
 
     model = dynamic_batch(MODELS[name](1))
     shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim][1:]
-    dynamic = Library(from_onnx(model), target)
-    log(f"  dynamic library built in {dynamic.build_seconds:.1f} s")
     rng = np.random.default_rng(args.seed)
+    inputs = {b: rng.standard_normal([b, *shape], np.float32) for b in batches}
     setup_batch = next(b for b in range(1, max(batches) + 2) if b not in batches)
-    setup_ms, _ = _timed(dynamic.runner(rng.standard_normal([setup_batch, *shape], np.float32)))
-    log(f"  set-up call (weights packed, batch {setup_batch}): {setup_ms:.1f} ms")
+    setup_x = rng.standard_normal([setup_batch, *shape], np.float32)
+
+    def static_build(batch: int) -> tuple[Library, float]:
+        lib = Library(from_onnx(model, {"data": [batch, *shape]}), target)
+        return lib, _timed(lib.runner(inputs.get(batch, setup_x)))[0]
+
+    warmup_library, _ = static_build(setup_batch)  # kept alive, never timed
+    statics: dict[int, list[tuple[Library, float]]] = {b: [] for b in batches}
+    dynamics: list[Library] = []
+    first_calls: dict[int, list[tuple[float, float | None]]] = {b: [] for b in batches}
+    for k in range(args.libraries):
+        for batch in batches:
+            statics[batch].append(static_build(batch))
+        dynamic = Library(from_onnx(model), target)
+        setup_ms, _ = _timed(dynamic.runner(setup_x))
+        log(f"  dynamic library {k + 1}: built in {dynamic.build_seconds:.1f} s, set-up call "
+            f"(weights packed, batch {setup_batch}) {setup_ms:.1f} ms")  # fmt: skip
+        for batch in batches:
+            before = plan_builds(dynamic.executable.mod)
+            first_ms, _ = _timed(dynamic.runner(inputs[batch]))
+            plan_ms = new_plan_ms(before, plan_builds(dynamic.executable.mod))
+            first_calls[batch].append((first_ms, plan_ms))
+        dynamics.append(dynamic)
     results = []
     for batch in batches:
-        x = rng.standard_normal([batch, *shape], np.float32)
-
-        def static_build() -> tuple[Library, float]:
-            lib = Library(from_onnx(model, {"data": [batch, *shape]}), target)
-            return lib, _timed(lib.runner(x))[0]
-
-        static, static_first_ms = static_build()
-        before = plan_builds(dynamic.executable.mod)
-        first_ms, _ = _timed(dynamic.runner(x))
-        plan_ms = new_plan_ms(before, plan_builds(dynamic.executable.mod))
-        twin, _ = static_build()
-        runners = {"dynamic": dynamic.runner(x), "static": static.runner(x),
-                   "static_twin": twin.runner(x)}  # fmt: skip
+        x = inputs[batch]
+        runners = {f"dynamic{k}": lib.runner(x) for k, lib in enumerate(dynamics)}
+        runners |= {f"static{k}": lib.runner(x) for k, (lib, _) in enumerate(statics[batch])}
         samples, iters, outputs = interleaved_timings(
             runners, args.rounds, args.warmup, args.block_seconds, args.max_iters
         )
-        ref = outputs["static"].astype(np.float64)
-        diff = float(np.abs(outputs["dynamic"] - ref).max())
-        dyn, sta, tw = (_summary(samples[k]) for k in ("dynamic", "static", "static_twin"))
-        static_ms = (sta["median_ms"] + tw["median_ms"]) / 2
-        ratio = dyn["median_ms"] / static_ms
+        ref = outputs["static0"].astype(np.float64)
+        diff = max(float(np.abs(outputs[f"dynamic{k}"] - ref).max()) for k in range(len(dynamics)))
+        dyn = [_summary(samples[f"dynamic{k}"]) for k in range(len(dynamics))]
+        sta = [_summary(samples[f"static{k}"]) for k in range(len(statics[batch]))]
+        dynamic_ms, static_ms = _median_of(dyn, "median_ms"), _median_of(sta, "median_ms")
+        ratio = dynamic_ms / static_ms
+        static_medians = [s["median_ms"] for s in sta]
+        dynamic_medians = [d["median_ms"] for d in dyn]
+        first_ms = statistics.median(f for f, _ in first_calls[batch])
+        plans = [p for _, p in first_calls[batch] if p is not None]
         result = {
             "model": name,
             "batch": batch,
-            "dynamic": dyn | {"build_seconds": dynamic.build_seconds,
-                              "iterations_per_block": iters["dynamic"]},
-            "static": sta | {"build_seconds": static.build_seconds,
-                             "iterations_per_block": iters["static"],
-                             "first_call_ms": static_first_ms},
-            "static_twin": tw | {"iterations_per_block": iters["static_twin"]},
+            "libraries_per_kind": len(dynamics),
+            "dynamic": {"median_ms": dynamic_ms, "libraries": dyn,
+                        "build_seconds": [lib.build_seconds for lib in dynamics],
+                        "iterations_per_block": iters["dynamic0"]},
+            "static": {"median_ms": static_ms, "libraries": sta,
+                       "build_seconds": [lib.build_seconds for lib, _ in statics[batch]],
+                       "first_call_ms": [ms for _, ms in statics[batch]],
+                       "iterations_per_block": iters["static0"]},
             "static_ms": static_ms,
             "ratio_dynamic_over_static": ratio,
             # 10th percentiles: less sensitive to other processes on a shared machine
-            "ratio_p10": dyn["p10_ms"] / ((sta["p10_ms"] + tw["p10_ms"]) / 2),
-            "control_ratio": tw["median_ms"] / sta["median_ms"],
+            "ratio_p10": _median_of(dyn, "p10_ms") / _median_of(sta, "p10_ms"),
+            "control_ratio": max(static_medians) / min(static_medians),
             "within_target": ratio <= RATIO_TARGET,
             "first_call_ms": first_ms,
-            "first_call_extra_ms": first_ms - dyn["median_ms"],
-            "plan_build_ms": plan_ms,
+            "first_call_extra_ms": first_ms - dynamic_ms,
+            "plan_build_ms": statistics.median(plans) if plans else None,
             "max_abs_diff": diff,
             "max_rel_diff": diff / max(float(np.abs(ref).max()), 1e-30),
         }  # fmt: skip
         results.append(result)
         log(
-            f"  batch {batch:>3}: dynamic {dyn['median_ms']:.2f} ms, static {sta['median_ms']:.2f}"
-            f" / twin {tw['median_ms']:.2f} ms (ratio {ratio:.3f}, control "
-            f"{result['control_ratio']:.3f}); first call at the new shape {first_ms:.1f} ms "
+            f"  batch {batch:>3}: dynamic {dynamic_ms:.2f} ms (libraries "
+            f"{', '.join(f'{m:.2f}' for m in dynamic_medians)}), static {static_ms:.2f} ms "
+            f"({', '.join(f'{m:.2f}' for m in static_medians)}): ratio {ratio:.3f}, control "
+            f"{result['control_ratio']:.3f}; first call at the new shape {first_ms:.1f} ms "
             f"(+{result['first_call_extra_ms']:.1f}); max |dyn - static| {diff:.1e}"
         )
-        del static, twin, runners
+        del runners
+    del warmup_library, statics, dynamics
     return results
 
 
@@ -251,6 +279,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--models", default="resnet50,mobilenet_v2", help=f"from {sorted(MODELS)}")
     p.add_argument("--batches", default="1,3,16")
     p.add_argument("--rounds", type=int, default=5, help="round-robin rounds (default 5)")
+    p.add_argument("--libraries", type=int, default=3,
+                   help="libraries of each kind, dynamic and static per batch (default 3)")  # fmt: skip
     p.add_argument("--warmup", type=int, default=3, help="untimed calls per library first")
     p.add_argument("--block-seconds", type=float, default=2.0, help="budget of one block")
     p.add_argument("--max-iters", type=int, default=20, help="max calls per block")
