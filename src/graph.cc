@@ -275,6 +275,13 @@ void ParseAttrs(const json::Object& attrs, Node* node, const Ctx& ctx) {
       a.output_scale = AsNumber(*f, ctx, "attr output_scale");
       if (!std::isfinite(a.output_scale)) ctx.Fail("attr output_scale must be finite");
     }
+    if (auto f = get("fpmath")) {
+      std::string mode = AsString(*f, ctx, "attr fpmath");
+      if (mode != "bf16" && mode != "f32") {
+        ctx.Fail("attr fpmath must be \"bf16\" or \"f32\", got \"" + mode + "\"");
+      }
+      a.fpmath_bf16 = mode == "bf16";
+    }
   }
   if (spec.act == Activation::kClip) {
     a.clip_min = AsNumber(need("clip_min"), ctx, "attr clip_min");

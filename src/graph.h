@@ -73,6 +73,7 @@ struct NodeAttrs {
   bool nan_to_zero = false;          // softmax: NaN results become 0
   std::vector<int64_t> axes;         // transpose: output dim i is data dim axes[i]
   double output_scale = 1.0;         // matmul: (a @ b) * output_scale, before bias
+  bool fpmath_bf16 = false;          // float matmul: oneDNN may compute in bf16 (fpmath_mode)
 };
 
 struct Node {

@@ -138,6 +138,8 @@ NodeDims GetNodeDims(const Graph& g, const Node& node) {
 dnnl::primitive_attr MakeAttr(const Node& node, const PostOps& post, int weights_ndims) {
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  // A permission, not an order: oneDNN 3.2 takes it on AMX (bf16 tiles); elsewhere float32.
+  if (node.attrs.fpmath_bf16) attr.set_fpmath_mode(dnnl::fpmath_mode::bf16);
   if (weights_ndims > 0) {
     SetConvMatmulScales(node, weights_ndims, &attr);
     SetZeroPoints(node, &attr);

@@ -22,6 +22,10 @@ def test_every_subcommand_parses():
     assert args.num_calib_batches == 4
     assert args.exclude_layers == ["conv2d_0", "matmul_0"]
     assert args.tuning_records == ["w1", "w2"]
+    assert args.float_matmul_math == "bf16" and args.float_stem and args.bias_correction
+    args = parser.parse_args(["compile", "m.onnx", "-o", "m.so", "--quantize", "int8",
+                              "--float-matmul-math", "f32", "--no-float-stem"])  # fmt: skip
+    assert args.float_matmul_math == "f32" and not args.float_stem
     args = parser.parse_args(
         ["inspect", "m.onnx", "--input-shapes", "a:1,2", "--input-shapes", "b:3,4"]
     )
@@ -52,6 +56,7 @@ def test_every_subcommand_parses():
         ["tune", "m.onnx", "--work-dir", "w", "--trials", "many"],
         ["compile", "m.onnx", "-o", "m.so", "--quantize", "int4"],
         ["compile", "m.onnx", "-o", "m.so", "--calib-mode", "magic"],
+        ["compile", "m.onnx", "-o", "m.so", "--float-matmul-math", "fp16"],
         ["benchmark", "m.onnx", "--compare", "tensorflow"],
         ["frobnicate"],
     ],

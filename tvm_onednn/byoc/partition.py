@@ -22,12 +22,18 @@ from ..passes import (
 )
 from .chains import BACKEND
 from .merge_guard import hide_unmergeable, restore_hidden
-from .patterns import offload_pattern_table
+from .patterns import composite_annotations, offload_pattern_table
 from .qpartition import composite_functions, fuse_quantized, merge_functions, split_composites
 from .tpatterns import LIGHT_COMPOSITES
 
 
 logger = logging.getLogger(__name__)
+
+#: Module attribute: the math of an int8 model's float32 activation-by-activation matmuls,
+#: ``"bf16"`` or ``"f32"`` (set by ``quantize(float_matmul_math=...)``).
+FLOAT_MATMUL_MATH_ATTR = "onednn_float_matmul_math"
+#: Composite function attribute read by the codegen: the node's ``fpmath`` attr.
+FPMATH_ATTR = "onednn.fpmath"
 
 
 def prepare_for_onednn(mod: tvm.IRModule) -> tvm.IRModule:
@@ -124,8 +130,31 @@ class PartitionForOneDNN:
         mod = relax.transform.FuseOpsByPattern(
             offload_pattern_table(), bind_constants=True, annotate_codegen=False
         )(mod)
+        mod = mark_float_matmul_math(mod)
         mod = inline_shape_arguments(mod)
         return name_regions(inline_light_regions(merge_composites(mod)))
+
+
+def mark_float_matmul_math(mod: tvm.IRModule) -> tvm.IRModule:
+    """Give the float32 matmul composites of two activations the math the module asks for.
+
+    ``quantize()`` sets the module attribute :data:`FLOAT_MATMUL_MATH_ATTR` (``"bf16"``) on
+    an int8 model: its float32 activation-by-activation matmuls (attention scores and
+    context) then carry ``FPMATH_ATTR`` and the runtime lets oneDNN compute them with
+    bfloat16 operands (on AMX). Matmuls with constant weights stay float32: in an int8
+    model those are layers kept float32 on purpose.
+    """
+    math = mod.attrs.get(FLOAT_MATMUL_MATH_ATTR) if mod.attrs is not None else None
+    if math is None or str(math) == "f32":
+        return mod
+    for gv, func in list(mod.functions.items()):
+        name = func.attrs.get("Composite") if func.attrs is not None else None
+        if name is None or not str(name).startswith(f"{BACKEND}.matmul"):
+            continue
+        annotated = composite_annotations(func)
+        if annotated is not None and not ru.is_constant(annotated["rhs"]):
+            mod[gv] = func.with_attr(FPMATH_ATTR, str(math))
+    return mod
 
 
 def merge_composites(mod: tvm.IRModule) -> tvm.IRModule:

@@ -177,6 +177,9 @@ def write_chain(site: CompositeCall) -> dict[str, Any]:
     if "scale" in ann:  # matmul(a, b) * c, c a scalar constant (FoldMatmulScale)
         attrs["output_scale"] = ru.scalar_value(ann["scale"])
     attrs.update(activation_attrs(spec.activation, ann.get("activation")))
+    fpmath = site.func.attrs.get("onednn.fpmath") if site.func.attrs is not None else None
+    if fpmath is not None and spec.base == "matmul":
+        attrs["fpmath"] = str(fpmath)  # set by partition.mark_float_matmul_math
     return node(site, inputs, attrs)
 
 

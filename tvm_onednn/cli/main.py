@@ -49,6 +49,7 @@ def _compile(args: argparse.Namespace) -> int:
             max_drop=args.max_drop,
             bias_correction=args.bias_correction,
             float_stem=args.float_stem,
+            float_matmul_math=args.float_matmul_math,
         )
     result = compile_onnx(
         args.model,
@@ -198,6 +199,13 @@ def build_parser() -> argparse.ArgumentParser:
         dest="float_stem",
         action="store_false",
         help="quantize a MobileNet-like stem (first conv + the depthwise conv it feeds) too",
+    )
+    p.add_argument(
+        "--float-matmul-math",
+        choices=("bf16", "f32"),
+        default="bf16",
+        help="math of the float32 matmuls of two activations in an int8 model (attention): "
+        "bf16 (default) lets oneDNN use bfloat16 operands on AMX CPUs; f32 keeps float32",
     )
     p.add_argument(
         "--exclude-layers",

@@ -54,6 +54,7 @@ class QuantizeOptions:
     max_drop: float | None = None  # its top-1 agreement budget (default 0.01)
     bias_correction: bool = True  # see tvm_onednn.quantize
     float_stem: bool = True
+    float_matmul_math: str = "bf16"  # "bf16" or "f32", see tvm_onednn.quantize
 
     def __post_init__(self) -> None:
         modes = calib_modes()
@@ -151,6 +152,7 @@ def quantize_model(
             max_drop=options.max_drop,
             bias_correction=options.bias_correction,
             float_stem=options.float_stem,
+            float_matmul_math=options.float_matmul_math,
             return_report=True,
         )
     except CalibrationDataRequired as e:

@@ -26,7 +26,7 @@ from typing import Literal, overload
 
 import tvm
 
-from ..byoc.partition import prepare_for_onednn
+from ..byoc.partition import FLOAT_MATMUL_MATH_ATTR, prepare_for_onednn
 from ..calib import COLLECTORS, CalibrationCollector, CalibrationError, make_collector
 from ..calib.collector import Range
 from .accuracy_control import (
@@ -85,6 +85,8 @@ NON_COLLECTOR_MODES = ("auto", "custom", "none")
 #: What ``calib_mode="auto"`` picks for a model with conv layers (or with accuracy control).
 AUTO_STATIC_MODE = "entropy"
 QUANTIZED_DTYPES = ("auto", "int8", "uint8")
+#: ``float_matmul_math`` values.
+FLOAT_MATMUL_MATHS = ("bf16", "f32")
 
 
 def calib_modes() -> tuple[str, ...]:
@@ -216,6 +218,7 @@ def quantize(
     max_drop: float | None = ...,
     bias_correction: bool = ...,
     float_stem: bool = ...,
+    float_matmul_math: str = ...,
     return_report: Literal[False] = ...,
 ) -> tvm.IRModule: ...
 
@@ -237,6 +240,7 @@ def quantize(
     max_drop: float | None = ...,
     bias_correction: bool = ...,
     float_stem: bool = ...,
+    float_matmul_math: str = ...,
     return_report: Literal[True],
 ) -> tuple[tvm.IRModule, QuantizeReport]: ...
 
@@ -257,6 +261,7 @@ def quantize(
     max_drop: float | None = None,
     bias_correction: bool = True,
     float_stem: bool = True,
+    float_matmul_math: str = "bf16",
     return_report: bool = False,
 ):
     """Quantize a float32 Relax module to int8; returns a new QDQ module (``mod`` unchanged).
@@ -316,6 +321,12 @@ def quantize(
             reads its output, and that depthwise conv (MobileNet's first two layers; a
             ResNet has no such stem and stays all int8). On by default; ``False``
             quantizes them (see :func:`~.annotate.float_stem`).
+        float_matmul_math: ``"bf16"`` (default) or ``"f32"``: the math of the matmuls
+            that stay float32 because both operands are activations (a transformer's
+            attention scores and context). ``"bf16"`` lets oneDNN round their operands to
+            bfloat16 (float32 accumulation) on CPUs with AMX, where it halves their time;
+            other CPUs compute them in float32 either way. Measured on all-MiniLM-L6-v2
+            (docs/quantization.md, "Attention matmuls").
         return_report: also return the :class:`QuantizeReport`: ``(qmod, report)``.
 
     Raises:
@@ -328,6 +339,9 @@ def quantize(
     _check_arguments(
         calib_mode, collector, quantized_dtype, quantize_granularity, num_calib_batches
     )
+    if float_matmul_math not in FLOAT_MATMUL_MATHS:
+        raise ValueError(f"float_matmul_math must be one of {FLOAT_MATMUL_MATHS}, "
+                         f"got {float_matmul_math!r}")  # fmt: skip
     val_batches, metric, budget = check_validation(validation, max_drop)
     if validation is not None and calib_mode == "none":
         raise ValueError("validation (accuracy control) needs calibrated ranges, not "
@@ -379,5 +393,7 @@ def quantize(
     )
     if control is not None:
         report.set_accuracy_control(control, REVERTED_REASON)
+    if any(layer.quantized for layer in plan.layers):
+        qmod = qmod.with_attr(FLOAT_MATMUL_MATH_ATTR, float_matmul_math)
     logger.info("quantize:\n%s", report)
     return (qmod, report) if return_report else qmod
