@@ -645,7 +645,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.set_defaults(models="minilm", batches="1,8")
     p.add_argument("--seqs", default="128,32", help="sequence lengths (128,32)")
     p.add_argument("--calib-batches", type=int, default=4, help="calibration batches (4)")
-    p.add_argument("--calib-mode", default="naive", help="tvm-onednn-int8's calib_mode (naive)")
+    p.add_argument("--calib-mode", default="auto",
+                   help="tvm-onednn-int8's calib_mode (auto, the library's default: dynamic "
+                   "int8 for this matmul-only model)")  # fmt: skip
     p.add_argument("--tvm-budget", type=float, default=10.0,
                    help="seconds one tvm-default/tvm-tuned call may take (10)")
     p.add_argument("--tune-trials", type=int, default=64,
