@@ -100,3 +100,24 @@ def test_matmul_shapes(a_shape, b_shape, const_b):
 def test_pools(kind, attrs, composite):
     mod, inputs = pool_module(kind, **attrs)
     _check(mod, inputs, {f"onednn.{composite}": 1})
+
+
+def test_register_with_tvm_pattern_registry_exits_cleanly():
+    """``register()`` puts the table in TVM's registry, highest priority first as TVM reads
+    it, and the interpreter exits with 0 afterwards (TVM frees Python check functions of
+    registered FusionPattern objects after Python is gone; tuples it cleans up at exit)."""
+    import subprocess
+    import sys
+
+    code = (
+        "from tvm.relax.backend.pattern_registry import get_patterns_with_prefix\n"
+        "from tvm_onednn.byoc.patterns import offload_pattern_table, register\n"
+        "register()\n"
+        "names = [p.name for p in get_patterns_with_prefix('onednn')]\n"
+        "assert names == [p.name for p in offload_pattern_table()], names[:3]\n"
+        "print('ok', len(names))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+    assert proc.stdout.startswith("ok "), proc.stdout

@@ -150,7 +150,13 @@ def register() -> None:
     from tvm.relax.backend.pattern_registry import register_patterns
 
     # get_patterns_with_prefix returns the registry reversed: register lowest priority first.
-    register_patterns(list(reversed(offload_pattern_table())))
+    # As (name, pattern, annotations, check) tuples: TVM removes those at interpreter exit,
+    # but not FusionPattern objects, whose Python check functions then get freed after
+    # Python is gone (an abort, "double free or corruption", at exit).
+    register_patterns(
+        [(p.name, p.pattern, dict(p.annotation_patterns), p.check)
+         for p in reversed(offload_pattern_table())]
+    )  # fmt: skip
 
 
 @functools.cache
