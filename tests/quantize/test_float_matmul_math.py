@@ -29,10 +29,15 @@ def _float_matmuls(mod):
 
 
 def test_attention_matmuls_of_an_int8_model_are_marked_bf16():
-    qmod = quantize(encoder_module(), calib_mode="none")
+    qmod, report = quantize(encoder_module(), calib_mode="none", return_report=True)
     marks = _float_matmuls(qmod)
     assert sorted(marks) == [(False, "bf16")] * 2, marks  # Q.K^T and P.V of the layer
     assert all(fpmath is None for _, fpmath in _float_matmuls(encoder_module()))
+    assert "2 float32 matmul(s) of two activations: bf16 operands on AMX" in report.summary()
+    assert report.as_dict()["float_matmul_math"] == "bf16"
+    _, report = quantize(encoder_module(), calib_mode="none", float_matmul_math="f32",
+                         return_report=True)  # fmt: skip
+    assert "bf16" not in report.summary() and report.float_matmul_math == "f32"
 
 
 def test_float_matmul_math_f32_and_layers_kept_float32_stay_unmarked():

@@ -395,5 +395,6 @@ def quantize(
         report.set_accuracy_control(control, REVERTED_REASON)
     if any(layer.quantized for layer in plan.layers):
         qmod = qmod.with_attr(FLOAT_MATMUL_MATH_ATTR, float_matmul_math)
+        report.float_matmul_math = float_matmul_math
     logger.info("quantize:\n%s", report)
     return (qmod, report) if return_report else qmod

@@ -83,6 +83,8 @@ _POOL_UNDECIDED = "(pool: decided once its producer is)"
 #: ``unsupported`` (no int8 oneDNN chain runs it), ``input`` (a pool whose input is not
 #: int8), ``calibration`` (no usable calibration range for a tensor it needs).
 REASON_KINDS = ("excluded", "unsupported", "input", "calibration")
+#: Why a matmul without a constant 2-D weight (e.g. attention's Q·Kᵀ) stays float32.
+NO_WEIGHT_REASON = "the weight is not a constant 2-D [K, N] tensor"
 
 
 @dataclass(frozen=True)
@@ -211,7 +213,7 @@ def _why_not_int8_chain(kind: str, annotated: dict, data: relax.Expr | None) -> 
     if kind == "matmul":
         shape = ru.static_shape(weight) if ru.is_constant(weight) else None
         if shape is None or len(shape) != 2:
-            return "the weight is not a constant 2-D [K, N] tensor"
+            return NO_WEIGHT_REASON
     if ru.is_constant(weight) and not np.isfinite(ru.constant_array(weight)).all():
         return "its weights hold non-finite values (inf or NaN)"
     return None

@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from .. import relax_utils as ru
 from ..calib.collector import Range
 from .accuracy_control import AccuracyControlReport
-from .annotate import CHAIN_KINDS, REASON_KINDS, QuantPlan
+from .annotate import CHAIN_KINDS, NO_WEIGHT_REASON, REASON_KINDS, QuantPlan
 from .calibrate import CalibrationRun
 from .realize import tensor_quant_params
 from . import weights as _weights  # looked up at call time (tests pin the ISA)
@@ -102,6 +102,8 @@ class QuantizeReport:
     int8_dot_product: bool | None = None  # VNNI/AMX: full 8-bit weights everywhere
     #: What ``quantize(..., validation=...)`` did (None without validation).
     accuracy_control: AccuracyControlReport | None = None
+    #: ``quantize(float_matmul_math=...)``: the math of float32 matmuls of two activations.
+    float_matmul_math: str = "f32"
 
     # --- counts ----------------------------------------------------------------------------
 
@@ -172,7 +174,15 @@ class QuantizeReport:
             None: "",
         }[self.int8_dot_product]
         line = f"activations: {dtype}; weights: s8 {self.quantize_granularity}"
-        return f"{line}; {isa}" if isa else line
+        line = f"{line}; {isa}" if isa else line
+        activation_matmuls = sum(
+            1 for layer in self.layers
+            if layer.kind == "matmul" and not layer.quantized and layer.reason == NO_WEIGHT_REASON
+        )  # fmt: skip
+        if activation_matmuls and self.float_matmul_math == "bf16":
+            line += (f"; {activation_matmuls} float32 matmul(s) of two activations: bf16 "
+                     "operands on AMX (float_matmul_math='bf16')")  # fmt: skip
+        return line
 
     def _kept_lines(self) -> list[str]:
         kept = [layer for layer in self.layers if not layer.quantized]
@@ -257,6 +267,7 @@ class QuantizeReport:
             "quantized_dtype": self.quantized_dtype,
             "quantize_granularity": self.quantize_granularity,
             "int8_dot_product": self.int8_dot_product,
+            "float_matmul_math": self.float_matmul_math,
             "accuracy_control": (
                 self.accuracy_control.as_dict() if self.accuracy_control else None
             ),
