@@ -153,7 +153,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     add_common_arguments(p, MODELS, SYSTEM_NAMES, "bench-results/int8.json")
     p.add_argument("--calib-batches", type=int, default=10, help="calibration batches (10)")
-    p.add_argument("--calib-mode", default="naive", help="tvm-onednn's calib_mode (naive)")
+    p.add_argument("--calib-mode", default="auto",
+                   help="tvm-onednn's calib_mode (auto, the library's default: entropy for conv "
+                   "nets)")  # fmt: skip
     return p.parse_args(argv)
 
 
