@@ -19,6 +19,9 @@ from types import MappingProxyType
 from tvm.relax.dpl.pattern import DFPattern, is_const, is_op, wildcard
 
 BACKEND = "onednn"
+#: Composite function attribute: a float32 matmul node's ``fpmath`` (``"bf16"``), set by
+#: ``partition.mark_float_matmul_math`` and written by the codegen.
+FPMATH_ATTR = "onednn.fpmath"
 
 #: A pattern and its named sub-patterns.
 Pattern = tuple[DFPattern, dict[str, DFPattern]]

@@ -20,7 +20,7 @@ from ..passes import (
     FoldMatmulScale,
     RewriteStackSum,
 )
-from .chains import BACKEND
+from .chains import BACKEND, FPMATH_ATTR
 from .merge_guard import hide_unmergeable, restore_hidden
 from .patterns import composite_annotations, offload_pattern_table
 from .qpartition import composite_functions, fuse_quantized, merge_functions, split_composites
@@ -32,8 +32,6 @@ logger = logging.getLogger(__name__)
 #: Module attribute: the math of an int8 model's float32 activation-by-activation matmuls,
 #: ``"bf16"`` or ``"f32"`` (set by ``quantize(float_matmul_math=...)``).
 FLOAT_MATMUL_MATH_ATTR = "onednn_float_matmul_math"
-#: Composite function attribute read by the codegen: the node's ``fpmath`` attr.
-FPMATH_ATTR = "onednn.fpmath"
 
 
 def prepare_for_onednn(mod: tvm.IRModule) -> tvm.IRModule:

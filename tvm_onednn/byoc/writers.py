@@ -16,7 +16,7 @@ import tvm
 from tvm import relax
 
 from .. import relax_utils as ru
-from .chains import POOLS, chain_spec_by_name, pool_name
+from .chains import FPMATH_ATTR, POOLS, chain_spec_by_name, pool_name
 from .patterns import composite_annotations
 
 Ref = list  # ["input", i] | ["const", i] | ["node", i]
@@ -177,7 +177,7 @@ def write_chain(site: CompositeCall) -> dict[str, Any]:
     if "scale" in ann:  # matmul(a, b) * c, c a scalar constant (FoldMatmulScale)
         attrs["output_scale"] = ru.scalar_value(ann["scale"])
     attrs.update(activation_attrs(spec.activation, ann.get("activation")))
-    fpmath = site.func.attrs.get("onednn.fpmath") if site.func.attrs is not None else None
+    fpmath = site.func.attrs.get(FPMATH_ATTR) if site.func.attrs is not None else None
     if fpmath is not None and spec.base == "matmul":
         attrs["fpmath"] = str(fpmath)  # set by partition.mark_float_matmul_math
     return node(site, inputs, attrs)
