@@ -145,13 +145,19 @@ def mark_float_matmul_math(mod: tvm.IRModule) -> tvm.IRModule:
     math = mod.attrs.get(FLOAT_MATMUL_MATH_ATTR) if mod.attrs is not None else None
     if math is None or str(math) == "f32":
         return mod
-    for gv, func in list(mod.functions.items()):
+    marked = {}
+    for gv, func in mod.functions.items():
         name = func.attrs.get("Composite") if func.attrs is not None else None
         if name is None or not str(name).startswith(f"{BACKEND}.matmul"):
             continue
         annotated = composite_annotations(func)
         if annotated is not None and not ru.is_constant(annotated["rhs"]):
-            mod[gv] = func.with_attr(FPMATH_ATTR, str(math))
+            marked[gv] = func.with_attr(FPMATH_ATTR, str(math))
+    if not marked:
+        return mod
+    mod = mod.clone()  # a new module: the caller's stays as it was
+    for gv, func in marked.items():
+        mod[gv] = func
     return mod
 
 
