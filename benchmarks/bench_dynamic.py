@@ -184,10 +184,10 @@ def bench_model(name: str, batches: list[int], args, target: dict, log) -> list[
         diff = max(float(np.abs(outputs[f"dynamic{k}"] - ref).max()) for k in range(len(dynamics)))
         dyn = [_summary(samples[f"dynamic{k}"]) for k in range(len(dynamics))]
         sta = [_summary(samples[f"static{k}"]) for k in range(len(statics[batch]))]
-        dynamic_ms, static_ms = _median_of(dyn, "median_ms"), _median_of(sta, "median_ms")
-        ratio = dynamic_ms / static_ms
-        static_medians = [s["median_ms"] for s in sta]
         dynamic_medians = [d["median_ms"] for d in dyn]
+        static_medians = [s["median_ms"] for s in sta]
+        dynamic_ms, static_ms = statistics.median(dynamic_medians), statistics.median(static_medians)
+        ratio = dynamic_ms / static_ms
         first_ms = statistics.median(f for f, _ in first_calls[batch])
         plans = [p for _, p in first_calls[batch] if p is not None]
         result = {
