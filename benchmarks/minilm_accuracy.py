@@ -16,6 +16,9 @@ Systems (the ``bench_transformer`` system classes, so both benchmarks quantize a
 * ``tvm-onednn:none``: dynamic int8 (``calib_mode="none"``, scales computed per call);
 * ``ort:dynamic``: onnxruntime ``quantize_dynamic`` (s8 weights, u8 activations per call), its
   usual transformer int8; ``ort:bert-dynamic``: the same after its BERT graph optimizer;
+* reference precisions (no int8): the same float32 model run entirely in ``bfloat16`` and
+  in ``float16`` (``minilm_torch``, torch's CPU kernels), how close any 8-bit-significand
+  format gets (``references``);
 * ``nncf:transformer``: OpenVINO ``nncf.quantize(..., model_type=ModelType.TRANSFORMER)`` on
   the ``N`` rows.
 
@@ -56,6 +59,8 @@ TVM_MODES = ("entropy", "naive")
 CALIBRATION_FREE = ("tvm-onednn:none", "ort:dynamic", "ort:bert-dynamic")
 SYSTEMS = (*(f"tvm-onednn:{m}" for m in TVM_MODES), *CALIBRATION_FREE, "nncf:transformer")
 PEERS = ("ort:dynamic", "ort:bert-dynamic", "nncf:transformer")
+#: The reference precisions: the float32 model run entirely in these torch dtypes.
+REFERENCE_DTYPES = ("bfloat16", "float16")
 
 
 # --- data -----------------------------------------------------------------------------------
@@ -125,6 +130,26 @@ def _peer_missing(system: str) -> str | None:
     except ImportError as err:
         return f"skipped: {err}"
     return None
+
+
+def reference_precisions(seq: int, ref: np.ndarray,
+                         dtypes: Sequence[str] = REFERENCE_DTYPES) -> dict[str, dict]:  # fmt: skip
+    """:func:`scores` against ``ref`` of the model run entirely in each of ``dtypes``."""
+    import torch
+
+    from tvm_onednn.models.minilm import minilm_torch
+
+    results: dict[str, dict] = {}
+    for name in dtypes:
+        model = minilm_torch().to(getattr(torch, name))
+
+        def infer(feeds: bt.Feeds) -> np.ndarray:
+            with torch.no_grad():
+                inputs = {k: torch.from_numpy(v) for k, v in feeds.items()}
+                return model(**inputs)[1].float().numpy()
+
+        results[name] = scores(bt.embed_sentences(infer, 1, seq), ref)
+    return results
 
 
 def _system(name: str, n_calib: int, target: dict[str, Any]) -> bt.EmbeddingSystem:
@@ -203,6 +228,7 @@ def minilm_protocol(
         assert check.infer is not None
         emb = bt.embed_sentences(check.infer, 1, seq)
         out["fp32_check"] = {"onnxruntime_fp32_" + k: v for k, v in scores(emb, ref).items()}
+    out["references"] = reference_precisions(seq, ref)
     free = [s for s in systems if s in CALIBRATION_FREE]
     if free:
         out["runs"].append({"n_calib": 0, "results": {
@@ -221,13 +247,14 @@ def table(block: dict[str, Any]) -> str:
     if "fp32_check" in block:
         lines.append(f"  onnxruntime float32 cosine min "
                      f"{block['fp32_check']['onnxruntime_fp32_cosine_min']:.6f}")  # fmt: skip
-    for run in block["runs"]:
-        for system, r in run["results"].items():
-            head = f"  N={run['n_calib']:<4} {system:<26}"
-            if "note" in r:
-                lines.append(f"{head} {r['note']}")
-                continue
-            lines.append(f"{head} cosine mean {r['cosine_mean']:.5f} min {r['cosine_min']:.5f}"
-                         f"  pair order {r['pair_order_agreement']:.3f}"
-                         f"  spearman {r['spearman']:.3f}")  # fmt: skip
+    rows = [(f"  reference: in {name:<19}", r) for name, r in block.get("references", {}).items()]
+    rows += [(f"  N={run['n_calib']:<4} {system:<26}", r)
+             for run in block["runs"] for system, r in run["results"].items()]  # fmt: skip
+    for head, r in rows:
+        if "note" in r:
+            lines.append(f"{head} {r['note']}")
+            continue
+        lines.append(f"{head} cosine mean {r['cosine_mean']:.5f} min {r['cosine_min']:.5f}"
+                     f"  pair order {r['pair_order_agreement']:.3f}"
+                     f"  spearman {r['spearman']:.3f}")  # fmt: skip
     return "\n".join(lines)

@@ -71,3 +71,17 @@ def test_mobilenet_protocol_on_a_few_images(protocol, monkeypatch):
     print(f"top-1 agreement {ours['top1_agreement']:.3f}, top-5 {ours['top5_agreement']:.3f}")
     assert ours["top1_agreement"] >= MIN_TOP1, ours
     assert ours["top5_agreement"] >= MIN_TOP5, ours
+    # The reference precisions: the whole model in float16 keeps nearly every top-1; both
+    # are scored like the int8 systems, and the near-tie share is a fraction.
+    refs = result["references"]
+    assert set(refs) == {"bfloat16", "float16"}
+    assert refs["float16"]["top1_agreement"] >= 0.95, refs
+    assert 0.0 <= refs["bfloat16"]["top1_agreement"] <= refs["bfloat16"]["top5_agreement"] <= 1.0
+    assert 0.0 <= result["near_tie_fraction"] <= 1.0
+
+
+def test_near_tie_fraction_against_numpy(protocol):
+    logits = np.log(np.array([[0.50, 0.48, 0.02], [0.7, 0.2, 0.1], [0.4, 0.1, 0.5]]))
+    # top-2 probability margins 0.02, 0.5, 0.1
+    assert protocol.near_tie_fraction(logits, margin=0.05) == pytest.approx(1 / 3)
+    assert protocol.near_tie_fraction(logits, margin=0.2) == pytest.approx(2 / 3)

