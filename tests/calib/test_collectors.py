@@ -322,7 +322,7 @@ def test_entropy_uniform_keeps_the_full_range(rng: np.random.Generator) -> None:
 
 
 def test_entropy_threshold_never_exceeds_the_observed_max(rng: np.random.Generator) -> None:
-    col = EntropyCollector(num_bins=1001)
+    col = EntropyCollector(num_bins=1001, signed_threshold="pooled")
     col.collect("x", "op", np.append(rng.uniform(-1.0, 1.0, size=100_000), [-1.0, 1.0]))
     col.collect("x", "op", np.repeat([-2.999, 2.999], 10_000))  # grid grows to +-3.0
     hist = col.histograms["x"]
@@ -370,7 +370,7 @@ def test_entropy_nonnegative_layer_takes_a_percentile_by_default(
 def test_entropy_streaming_same_grid_is_identical(rng: np.random.Generator) -> None:
     data = gaussian_with_outliers(rng)
     data = np.concatenate([data[-3:], data[:-3]])  # first chunk holds the max: no regrid
-    whole, chunked = EntropyCollector(), EntropyCollector()
+    whole, chunked = (EntropyCollector(signed_threshold="pooled") for _ in range(2))
     whole.collect("x", "op", data)
     for chunk in np.array_split(data, 9):
         chunked.collect("x", "op", chunk)
@@ -380,7 +380,7 @@ def test_entropy_streaming_same_grid_is_identical(rng: np.random.Generator) -> N
 
 def test_entropy_streaming_with_growing_range_is_close(rng: np.random.Generator) -> None:
     data = gaussian_with_outliers(rng)  # outliers come last: the grid grows
-    whole, chunked = EntropyCollector(), EntropyCollector()
+    whole, chunked = (EntropyCollector(signed_threshold="pooled") for _ in range(2))
     whole.collect("x", "op", data)
     for chunk in np.array_split(data, 9):
         chunked.collect("x", "op", chunk)
@@ -389,9 +389,57 @@ def test_entropy_streaming_with_growing_range_is_close(rng: np.random.Generator)
     assert t_chunked == pytest.approx(t_whole, rel=0.05)
 
 
+def test_entropy_signed_threshold_is_the_mean_of_per_batch_thresholds(
+    rng: np.random.Generator,
+) -> None:
+    batches = [rng.normal(0.0, sigma, size=50_000) for sigma in (1.0, 2.0, 4.0)]
+    col = EntropyCollector(num_bins=2001)
+    for batch in batches:
+        col.collect("x", "op", batch)
+    expected = []
+    for batch in batches:  # each batch's own histogram and KL threshold
+        hist = StreamingHistogram(2001)
+        hist.add(batch)
+        t = optimal_threshold(hist.counts, hist.bin_width, 255)[0]
+        expected.append(min(t, np.abs(batch).max()))
+    assert col.post_collect()["x"] == pytest.approx((-np.mean(expected), np.mean(expected)))
+    # "pooled" (MXNet's): the threshold of the histogram of all batches.
+    pooled = EntropyCollector(num_bins=2001, signed_threshold="pooled")
+    for batch in batches:
+        pooled.collect("x", "op", batch)
+    hist = pooled.histograms["x"]
+    t = optimal_threshold(hist.dense_counts(), hist.bin_width, 255)[0]
+    assert pooled.post_collect()["x"] == pytest.approx((-t, t))
+
+
+def test_entropy_batch_mean_does_not_grow_with_more_batches(rng: np.random.Generator) -> None:
+    """More batches of the same heavy-tailed data widen a pooled histogram's tails, and its
+    KL threshold with them; the mean of per-batch thresholds stays put."""
+    def thresholds(n_batches: int) -> tuple[float, float]:
+        cols = [EntropyCollector(signed_threshold=m) for m in ("batch_mean", "pooled")]
+        for _ in range(n_batches):
+            batch = rng.standard_t(3, size=20_000)
+            for col in cols:
+                col.collect("x", "op", batch)
+        return tuple(col.post_collect()["x"][1] for col in cols)
+
+    (mean_few, pooled_few), (mean_many, pooled_many) = thresholds(2), thresholds(40)
+    assert mean_many == pytest.approx(mean_few, rel=0.15)
+    assert pooled_many > 1.2 * pooled_few
+
+
+def test_entropy_batch_mean_skips_non_negative_batches_of_a_signed_layer() -> None:
+    col = EntropyCollector(num_bins=1001)
+    col.collect("x", "op", np.linspace(-1.0, 1.0, 10_001))
+    col.collect("x", "op", np.linspace(0.0, 0.5, 10_001))  # no negative value: not a KL sample
+    only_first = EntropyCollector(num_bins=1001)
+    only_first.collect("x", "op", np.linspace(-1.0, 1.0, 10_001))
+    assert col.post_collect()["x"] == only_first.post_collect()["x"]
+
+
 @pytest.mark.parametrize(
     "kwargs",
-    [{"num_bins": 8000}, {"num_quantized_bins": 1}, {"num_bins": 101, "num_quantized_bins": 101},
+    [{"num_bins": 8000}, {"num_quantized_bins": 1}, {"signed_threshold": "median"}, {"num_bins": 101, "num_quantized_bins": 101},
      {"quantized_dtype": "int4"}, {"unsigned_percentile": 0.0},
      {"unsigned_percentile": 100.5}, {"unsigned_percentile": True}],
 )

@@ -282,8 +282,9 @@ def quantize(
         calib_mode: ``"auto"`` (default): ``"none"`` for a model whose quantized layers are
             all matmuls (transformers, MLPs; ``calib_data`` is then not needed, and not
             used), else ``"entropy"`` (:func:`resolve_auto_mode` says why); the report
-            names the mode used. ``"entropy"``: as in MXNet, KL-divergence thresholds for
-            signed tensors, the 99.99th percentile for non-negative ones; the most accurate
+            names the mode used. ``"entropy"``: KL-divergence thresholds (MXNet's method) for
+            signed tensors, averaged over the calibration batches, the 99.99th percentile
+            for non-negative ones; the most accurate
             on held-out images, see ``benchmarks/int8_accuracy.py``. ``"naive"`` (min/max),
             ``"percentile"``, any name registered with
             :func:`tvm_onednn.calib.register_collector`, ``"custom"`` (with ``collector``)
