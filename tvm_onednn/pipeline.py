@@ -7,7 +7,8 @@ Phases (each can be watched, see :class:`PipelineTrace`):
 3. ``legalized``: what stays with TVM is legalized and fused (phases 1-3 are
    :func:`lower_for_tvm`, which is also the module that :func:`tvm_onednn.tune` tunes);
 4. ``tuned``: MetaSchedule records are applied when a tuning database is in scope;
-5. ``lowered``: TVM's CPU pipeline lowers the rest to a VM program.
+5. ``lowered``: TVM's CPU pipeline lowers the rest to a VM program (plus an empty host
+   PrimFunc when nothing is left for TVM: :class:`~tvm_onednn.passes.EnsureHostFunction`).
 
 Tuning records only match when the tuned PrimFuncs are structurally identical to the
 ones compiled, so tuning and compiling must share :func:`lower_for_tvm` exactly.
@@ -30,7 +31,7 @@ from tvm.relax.backend.cpu_generic import pipeline as cpu
 from tvm.s_tir import meta_schedule as ms
 
 from .byoc.partition import PartitionForOneDNN
-from .passes import IsolateExternTupleItems
+from .passes import EnsureHostFunction, IsolateExternTupleItems
 from .target import host_target_spec
 
 PHASES = ("partitioned", "offloaded", "legalized", "tuned", "lowered")
@@ -134,6 +135,7 @@ def onednn_pipeline(trace: Trace | None = None) -> tvm.transform.Pass:
             mod = tvm.transform.Sequential(apply_records_passes())(mod)
             trace("tuned", mod)
             mod = tvm.transform.Sequential(lower_passes(target))(mod)
+        mod = EnsureHostFunction(mod)
         trace("lowered", mod)
         return mod
 

@@ -3,6 +3,7 @@
 from .canonicalize_clip import CanonicalizeClip
 from .canonicalize_gelu import CanonicalizeGelu
 from .canonicalize_gelu_tanh import CanonicalizeGeluTanh
+from .ensure_host_function import HOST_FUNCTION, EnsureHostFunction
 from .fold_batchnorm import FoldBatchNormIntoConv
 from .fold_constant_calls import FoldConstantCalls
 from .fold_constants_numpy import FoldConstantsWithNumpy
@@ -15,10 +16,12 @@ __all__ = [
     "CanonicalizeClip",
     "CanonicalizeGelu",
     "CanonicalizeGeluTanh",
+    "EnsureHostFunction",
     "FoldBatchNormIntoConv",
     "FoldConstantCalls",
     "FoldConstantsWithNumpy",
     "FoldMatmulScale",
+    "HOST_FUNCTION",
     "IllFormedModuleError",
     "IsolateExternTupleItems",
     "RewriteStackSum",
