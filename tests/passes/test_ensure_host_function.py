@@ -17,6 +17,7 @@ import tvm
 from tvm import relax, tirx
 from tvm.script import relax as R
 
+from tvm_onednn.interface.run import region_stats
 from tvm_onednn.passes import HOST_FUNCTION, EnsureHostFunction
 from tvm_onednn.testing import Runner, build
 
@@ -60,6 +61,9 @@ def test_fully_offloaded_model_links_an_llvm_host_and_runs_without_export():
     x = np.random.default_rng(1).normal(size=(4, K)).astype("float32")
     expected = np.maximum(x @ WEIGHT, 0)
     np.testing.assert_allclose(Runner(executable)(x), expected, rtol=1e-4, atol=1e-4)
+    # The VM ran the executable's own region module (before, a dlopened copy of it).
+    (stats,) = region_stats(executable.mod)
+    assert stats["initialized"] and stats["calls"] == 1, stats
 
 
 def test_module_with_primfuncs_is_unchanged():
