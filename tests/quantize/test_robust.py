@@ -305,9 +305,10 @@ def test_matmul_reasons():
     _, report = quantize(_matmul_forms().mod, _matmul_forms().batches(1), return_report=True)
     assert report.kept_float32() == {
         "matmul_1": "the constant is the first operand (int8 matmul takes x @ W)",
-        "matmul_2": "the weight is not a constant 2-D [K, N] tensor",
+        "matmul_2": "its constant weight is not 2-D [K, N]",
         "matmul_3": "matmul operands must be at least 2-D",
     }
+    assert "two activations" not in str(report)  # no matmul here multiplies two activations
 
 
 # ----------------------------------------------------------------------------------------

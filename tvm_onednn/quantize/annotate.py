@@ -83,8 +83,10 @@ _POOL_UNDECIDED = "(pool: decided once its producer is)"
 #: ``unsupported`` (no int8 oneDNN chain runs it), ``input`` (a pool whose input is not
 #: int8), ``calibration`` (no usable calibration range for a tensor it needs).
 REASON_KINDS = ("excluded", "unsupported", "input", "calibration")
-#: Why a matmul without a constant 2-D weight (e.g. attention's Q·Kᵀ) stays float32.
-NO_WEIGHT_REASON = "the weight is not a constant 2-D [K, N] tensor"
+#: Why a matmul of two activations (attention's Q·Kᵀ and P·V) stays float32.
+ACTIVATION_MATMUL_REASON = "both operands are activations (no constant weight)"
+#: Why a matmul whose constant weight is batched or a vector stays float32.
+WEIGHT_NOT_2D_REASON = "its constant weight is not 2-D [K, N]"
 
 
 @dataclass(frozen=True)
@@ -211,9 +213,11 @@ def _why_not_int8_chain(kind: str, annotated: dict, data: relax.Expr | None) -> 
             return "the constant is the first operand (int8 matmul takes x @ W)"
         return "its input is a constant"
     if kind == "matmul":
-        shape = ru.static_shape(weight) if ru.is_constant(weight) else None
+        if not ru.is_constant(weight):
+            return ACTIVATION_MATMUL_REASON
+        shape = ru.static_shape(weight)
         if shape is None or len(shape) != 2:
-            return NO_WEIGHT_REASON
+            return WEIGHT_NOT_2D_REASON
     if ru.is_constant(weight) and not np.isfinite(ru.constant_array(weight)).all():
         return "its weights hold non-finite values (inf or NaN)"
     return None

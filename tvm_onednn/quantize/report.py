@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from .. import relax_utils as ru
 from ..calib.collector import Range
 from .accuracy_control import AccuracyControlReport
-from .annotate import CHAIN_KINDS, NO_WEIGHT_REASON, REASON_KINDS, QuantPlan
+from .annotate import ACTIVATION_MATMUL_REASON, CHAIN_KINDS, REASON_KINDS, QuantPlan
 from .calibrate import CalibrationRun
 from .realize import tensor_quant_params
 from . import weights as _weights  # looked up at call time (tests pin the ISA)
@@ -177,7 +177,7 @@ class QuantizeReport:
         line = f"{line}; {isa}" if isa else line
         activation_matmuls = sum(
             1 for layer in self.layers
-            if layer.kind == "matmul" and not layer.quantized and layer.reason == NO_WEIGHT_REASON
+            if layer.kind == "matmul" and not layer.quantized and layer.reason == ACTIVATION_MATMUL_REASON
         )  # fmt: skip
         if activation_matmuls and self.float_matmul_math == "bf16":
             line += (f"; {activation_matmuls} float32 matmul(s) of two activations: bf16 "
