@@ -4,9 +4,9 @@ When nothing is left for TVM, the lowered module has no TIR PrimFunc, and ``rela
 links the oneDNN modules under an empty C *source* module (``kind == "c"``, source ``;``).
 A C source module is not runnable, so every ``relax.VirtualMachine(executable, ...)`` then
 calls ``executable.jit()``, which writes a shared library with the system C compiler and
-``dlopen``s it: about a second per VM, a compiler needed at run time, and the loaded library
-is never freed, taking the oneDNN module with it (its weights, packed weights and buffers:
-~50 MiB for MobileNetV2, per executable). This pass adds one empty PrimFunc
+``dlopen``s it: ~270 ms per VM for MobileNetV2, a compiler needed at run time, and the
+loaded library is never freed, taking the oneDNN module with it (its weights, packed weights
+and buffers: ~50 MiB for MobileNetV2, per executable). This pass adds one empty PrimFunc
 (:data:`HOST_FUNCTION`) to such a module, so LLVM compiles a real host library, which runs
 as is. A module that keeps any PrimFunc is returned unchanged.
 """
