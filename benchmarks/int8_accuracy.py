@@ -161,7 +161,8 @@ def near_tie_fraction(fp32: np.ndarray, margin: float = NEAR_TIE_MARGIN) -> floa
     """The share of rows of ``fp32`` logits whose top-2 softmax probabilities differ by less
     than ``margin``."""
     z = fp32 - fp32.max(axis=1, keepdims=True)
-    prob = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    e = np.exp(z)
+    prob = e / e.sum(axis=1, keepdims=True)
     top2 = np.sort(prob, axis=1)[:, -2:]
     return float(np.mean(top2[:, 1] - top2[:, 0] < margin))
 
