@@ -86,6 +86,18 @@ void RunHostStep(const Step& step, const std::vector<dnnl::memory>& mems) {
       }
       return;
     }
+    case HostOp::kAttention: {
+      const AttentionShape& shape = *step.attention;
+      AttentionData data;
+      size_t i = 0;
+      data.q = static_cast<const float*>(mems[i++].get_data_handle());
+      data.k = static_cast<const float*>(mems[i++].get_data_handle());
+      data.v = static_cast<const float*>(mems[i++].get_data_handle());
+      if (shape.has_mask) data.mask = static_cast<const float*>(mems[i++].get_data_handle());
+      data.out = static_cast<float*>(mems[i++].get_data_handle());
+      RunAttention(shape, data, mems[i].get_data_handle(), static_cast<int>(step.host_dims[0]));
+      return;
+    }
     case HostOp::kNone:
       return;
   }

@@ -34,6 +34,7 @@
 #include <functional>
 #include <map>
 
+#include "executor.h"
 #include "primitives.h"
 
 namespace tvm_onednn {
@@ -58,6 +59,7 @@ struct ValueState {
   int node_uses = 0;
   bool is_output = false;
   int direct_output = -1;  // output index this value may be written into directly
+  bool fused = false;      // computed inside a fused step: never stored
 };
 
 class Planner {
@@ -67,43 +69,17 @@ class Planner {
 
   std::unique_ptr<Plan> Build() {
     InitValues();
-    for (size_t n = 0; n < g_.nodes.size(); ++n) {
-      const Node& node = g_.nodes[n];
-      switch (node.spec->base) {
-        case BaseOp::kConv2d:
-          PlanConv(static_cast<int>(n));
-          break;
-        case BaseOp::kMatmul:
-          if (node.quant.dynamic_src) {
-            PlanDynamicQMatmul(static_cast<int>(n));
-          } else {
-            PlanMatmul(static_cast<int>(n));
-          }
-          break;
-        case BaseOp::kQuantize:
-        case BaseOp::kDequantize:
-          PlanQuantReorder(static_cast<int>(n));
-          break;
-        case BaseOp::kLayerNorm:
-          PlanLayerNorm(static_cast<int>(n));
-          break;
-        case BaseOp::kSoftmax:
-        case BaseOp::kEltwise:
-          PlanSoftmaxOrEltwise(static_cast<int>(n));
-          break;
-        case BaseOp::kBinary:
-          PlanBinary(static_cast<int>(n));
-          break;
-        case BaseOp::kReshape:
-        case BaseOp::kTranspose:
-          PlanView(static_cast<int>(n));
-          break;
-        default:
-          PlanPool(static_cast<int>(n));
-          break;
+    FindAttentionChains();
+    for (int n = 0; n < static_cast<int>(g_.nodes.size()); ++n) {
+      if (fused_into_.count(n)) {
+        RecordFused(n);
+      } else if (attention_.count(n)) {
+        PlanAttention(n);
+      } else {
+        PlanNode(n);
       }
-      ReleaseDead(static_cast<int>(n));
-      for (int slot : release_after_[static_cast<int>(n)]) slots_.Release(slot);
+      ReleaseDead(n);
+      for (int slot : release_after_[n]) slots_.Release(slot);
     }
     PlanOutputs();
     plan_->slot_sizes = slots_.sizes();
@@ -112,6 +88,43 @@ class Planner {
   }
 
  private:
+  void PlanNode(int n) {
+    const Node& node = g_.nodes[n];
+    switch (node.spec->base) {
+      case BaseOp::kConv2d:
+        PlanConv(n);
+        break;
+      case BaseOp::kMatmul:
+        if (node.quant.dynamic_src) {
+          PlanDynamicQMatmul(n);
+        } else {
+          PlanMatmul(n);
+        }
+        break;
+      case BaseOp::kQuantize:
+      case BaseOp::kDequantize:
+        PlanQuantReorder(n);
+        break;
+      case BaseOp::kLayerNorm:
+        PlanLayerNorm(n);
+        break;
+      case BaseOp::kSoftmax:
+      case BaseOp::kEltwise:
+        PlanSoftmaxOrEltwise(n);
+        break;
+      case BaseOp::kBinary:
+        PlanBinary(n);
+        break;
+      case BaseOp::kReshape:
+      case BaseOp::kTranspose:
+        PlanView(n);
+        break;
+      default:
+        PlanPool(n);
+        break;
+    }
+  }
+
   [[noreturn]] void Fail(int node, const std::string& msg) {
     TVM_FFI_THROW(RuntimeError) << g_.symbol << ": node " << node << " (" << g_.nodes[node].op
                                 << "): " << msg;
@@ -419,6 +432,7 @@ class Planner {
 
   void Release(int vid) {
     ValueState& v = vals_[vid];
+    if (v.fused) return;
     if (v.buf.kind == BufKind::kSlot && !v.transferred) ReleaseSlot(v.buf.index);
     for (const auto& alt : v.alts) {
       if (alt.second.kind == BufKind::kSlot) ReleaseSlot(alt.second.index);  // may be viewed
@@ -429,7 +443,13 @@ class Planner {
   void ReleaseDead(int n) {
     const Node& node = g_.nodes[n];
     std::vector<int> done;
-    for (const ValueRef& r : node.inputs) {
+    std::vector<ValueRef> reads = node.inputs;
+    auto chain = attention_.find(n);  // a fused step also reads the scores' operands
+    if (chain != attention_.end()) {
+      const std::vector<ValueRef>& more = g_.nodes[chain->second.scores].inputs;
+      reads.insert(reads.end(), more.begin(), more.end());
+    }
+    for (const ValueRef& r : reads) {
       int vid = g_.ValueId(r);
       if (vals_[vid].last_use == n && std::find(done.begin(), done.end(), vid) == done.end()) {
         Release(vid);
@@ -1244,6 +1264,202 @@ class Planner {
     vals_[vid].buf = buf;
   }
 
+  /*! \brief The only node reading node n's value, or -1 (also when it is a region output). */
+  int SoleReader(int n) const {
+    const ValueState& v = vals_[g_.ValueId({RefKind::kNode, n})];
+    if (v.is_output || v.node_uses != 1) return -1;
+    for (size_t m = n + 1; m < g_.nodes.size(); ++m) {
+      const std::vector<ValueRef>& in = g_.nodes[m].inputs;
+      if (std::find(in.begin(), in.end(), ValueRef{RefKind::kNode, n}) != in.end()) {
+        return static_cast<int>(m);
+      }
+    }
+    return -1;
+  }
+
+  /*! \brief A float32 matmul with no bias, activation or int8 (the mask add is allowed). */
+  bool PlainFloatMatmul(const Node& node, bool allow_add) const {
+    const OpSpec& spec = *node.spec;
+    if (spec.base != BaseOp::kMatmul || spec.quantized || spec.has_bias ||
+        spec.act != Activation::kNone || (spec.has_add && !allow_add)) {
+      return false;
+    }
+    for (const ValueRef& r : node.inputs) {
+      if (g_.Info(r).dtype != DType::kFloat32) return false;
+    }
+    return node.out.dtype == DType::kFloat32;
+  }
+
+  /*!
+   * \brief Find `matmul[_add] -> softmax (last axis) -> matmul` chains (attention.h) whose
+   *        scores and probabilities are read by nothing else: the second matmul's node runs
+   *        them as one fused step. Operands share their leading dims (the mask broadcasts);
+   *        off with TVM_ONEDNN_FUSED_ATTENTION=0, or when the CPU has no AVX2.
+   */
+  void FindAttentionChains() {
+    const char* env = std::getenv("TVM_ONEDNN_FUSED_ATTENTION");
+    if (AttentionIsa()[0] == '\0' || (env != nullptr && std::strcmp(env, "0") == 0)) return;
+    for (int s = 0; s < static_cast<int>(g_.nodes.size()); ++s) {
+      const Node& scores = g_.nodes[s];
+      if (!PlainFloatMatmul(scores, true)) continue;
+      const std::vector<int64_t>& so = scores.out.shape;
+      size_t rank = so.size();
+      if (rank < 2 || rank > 2 + kAttentionMaxLead) continue;
+      int sm = SoleReader(s);
+      if (sm < 0) continue;
+      const Node& softmax = g_.nodes[sm];
+      int64_t axis = softmax.attrs.axis < 0 ? softmax.attrs.axis + static_cast<int64_t>(rank)
+                                            : softmax.attrs.axis;
+      if (softmax.spec->base != BaseOp::kSoftmax || axis != static_cast<int64_t>(rank) - 1) {
+        continue;
+      }
+      int p = SoleReader(sm);
+      if (p < 0) continue;
+      const Node& out = g_.nodes[p];
+      if (!PlainFloatMatmul(out, false) || out.attrs.output_scale != 1.0 ||
+          out.inputs[0] != ValueRef{RefKind::kNode, sm} ||
+          out.inputs[1] == ValueRef{RefKind::kNode, sm}) {
+        continue;
+      }
+      const std::vector<int64_t>& q = g_.Info(scores.inputs[0]).shape;
+      const std::vector<int64_t>& k = g_.Info(scores.inputs[1]).shape;
+      const std::vector<int64_t>& v = g_.Info(out.inputs[1]).shape;
+      const std::vector<int64_t>& o = out.out.shape;
+      if (q.size() != rank || k.size() != rank || v.size() != rank || o.size() != rank) continue;
+      bool same_lead = true;
+      for (size_t i = 0; i + 2 < rank; ++i) {
+        same_lead = same_lead && q[i] == so[i] && k[i] == so[i] && v[i] == so[i] && o[i] == so[i];
+      }
+      if (!same_lead || NumElements(so) == 0 || NumElements(o) == 0 || q[rank - 1] == 0) continue;
+      attention_[p] = {s, sm, p};
+      fused_into_[s] = p;
+      fused_into_[sm] = p;
+      vals_[g_.ValueId({RefKind::kNode, s})].fused = true;
+      vals_[g_.ValueId({RefKind::kNode, sm})].fused = true;
+      for (const ValueRef& r : scores.inputs) {  // q, k and the mask are now read at node p
+        ValueState& st = vals_[g_.ValueId(r)];
+        if (st.last_use != INT_MAX) st.last_use = std::max(st.last_use, p);
+        st.last_node_use = std::max(st.last_node_use, p);
+      }
+    }
+  }
+
+  /*! \brief The kernel-info record of a node computed inside a fused attention step. */
+  void RecordFused(int n) {
+    NodeRecord rec;
+    rec.op = g_.nodes[n].op;
+    rec.impl = std::string("fused_attention:") + AttentionIsa() + " (in node " +
+               std::to_string(fused_into_.at(n)) + ")";
+    rec.residual = "none";
+    rec.src_dtype = rec.dst_dtype = "f32";
+    plan_->nodes.push_back(rec);
+  }
+
+  /*! \brief Whether `md` addresses its elements by strides alone (no blocking, no offset). */
+  static bool Strided(const MemDesc& md) {
+    return md.get_format_kind() == dnnl::memory::format_kind::blocked &&
+           md.get_inner_nblks() == 0 && md.get_submemory_offset() == 0;
+  }
+
+  /*!
+   * \brief Bind value `r` for the fused step (its own strided layout, else a plain copy) and
+   *        fill its element strides over `rank` dims, right-aligned (0 where it broadcasts).
+   */
+  void BindStrided(const ValueRef& r, size_t rank, int n, const char* role,
+                   AttentionStrides* st, std::vector<ArgBinding>* args) {
+    int vid = g_.ValueId(r);
+    MemDesc md = vals_[vid].md;
+    BufRef buf = vals_[vid].buf;
+    if (!Strided(md)) {
+      md = PlainLike(md);
+      buf = Operand(vid, md, n, role);
+    }
+    Dims dims = md.get_dims(), strides = md.get_strides();
+    size_t shift = rank - dims.size();
+    for (size_t i = shift; i < rank; ++i) {
+      int64_t stride = dims[i - shift] == 1 ? 0 : strides[i - shift];
+      if (i + 2 < rank) {
+        st->lead[i] = stride;
+      } else if (i + 2 == rank) {
+        st->row = stride;
+      } else {
+        st->col = stride;
+      }
+    }
+    args->push_back({DNNL_ARG_SRC, buf, md});
+  }
+
+  /*!
+   * \brief Node p's attention chain (FindAttentionChains) as one host step: out is written
+   *        plain, or in the layout that makes a following transpose's output plain.
+   */
+  void PlanAttention(int p) {
+    const AttentionChain& chain = attention_.at(p);
+    const Node& scores = g_.nodes[chain.scores];
+    const Node& out = g_.nodes[p];
+    const std::vector<int64_t>& so = scores.out.shape;
+    size_t rank = so.size();
+    auto shape = std::make_shared<AttentionShape>();
+    shape->num_lead = static_cast<int>(rank - 2);
+    for (size_t i = 0; i + 2 < rank; ++i) shape->lead[i] = so[i];
+    shape->sq = so[rank - 2];
+    shape->sk = so[rank - 1];
+    shape->d = g_.Info(scores.inputs[0]).shape[rank - 1];
+    shape->dv = out.out.shape[rank - 1];
+    shape->scale = static_cast<float>(scores.attrs.output_scale);
+    shape->has_mask = scores.spec->has_add;
+    shape->nan_to_zero = g_.nodes[chain.softmax].attrs.nan_to_zero;
+    std::vector<ArgBinding> args;
+    BindStrided(scores.inputs[0], rank, p, "q", &shape->q, &args);
+    BindStrided(scores.inputs[1], rank, p, "k", &shape->k, &args);
+    BindStrided(out.inputs[1], rank, p, "v", &shape->v, &args);
+    if (shape->has_mask) {
+      BindStrided(scores.inputs[scores.spec->ResidualIndex()], rank, p, "mask", &shape->mask,
+                  &args);
+    }
+    bool direct = false;
+    MemDesc value_md = PlainOut(p, &direct);
+    if (!direct) {
+      std::optional<MemDesc> tdst =
+          TransposedDst(p, Dims(out.out.shape.begin(), out.out.shape.end()));
+      if (tdst && Strided(*tdst) && tdst->get_strides().back() == 1) value_md = *tdst;
+    }
+    Dims out_strides = value_md.get_strides();
+    for (size_t i = 0; i + 2 < rank; ++i) shape->out.lead[i] = out_strides[i];
+    shape->out.row = out_strides[rank - 2];
+    shape->out.col = out_strides[rank - 1];
+    BufRef dst = DstBuffer(p, value_md, direct);
+    args.push_back({DNNL_ARG_DST, dst, value_md});
+    int threads = std::max(1, GetNumThreads());
+    size_t scratch = AttentionScratchBytes(*shape, threads);
+    plan_->scratchpad_bytes = std::max(plan_->scratchpad_bytes, scratch);
+    args.push_back({DNNL_ARG_SCRATCHPAD,
+                    {BufKind::kScratch, 0},
+                    MemDesc({static_cast<int64_t>(scratch)}, dnnl::memory::data_type::u8,
+                            tag::a)});
+    Step step;
+    step.host = HostOp::kAttention;
+    step.node = p;
+    step.host_dims = {threads};
+    step.attention = shape;
+    step.args = std::move(args);
+    NodeRecord rec;
+    rec.op = out.op;
+    rec.impl = std::string("fused_attention:") + AttentionIsa();
+    rec.src_format = FormatStr(step.args[0].md);
+    rec.weights_format = FormatStr(step.args[2].md);
+    rec.dst_format = FormatStr(value_md);
+    rec.residual = shape->has_mask ? "mask_add" : "none";
+    rec.src_dtype = rec.dst_dtype = "f32";
+    rec.direct_output = direct;
+    rec.step = static_cast<int>(plan_->steps.size());
+    plan_->nodes.push_back(rec);
+    plan_->steps.push_back(std::move(step));
+    int vid = g_.ValueId({RefKind::kNode, p});
+    vals_[vid].md = value_md;
+    vals_[vid].buf = dst;
+  }
+
   void PlanOutputs() {
     for (size_t j = 0; j < g_.outputs.size(); ++j) {
       int vid = g_.ValueId(g_.outputs[j]);
@@ -1272,6 +1488,12 @@ class Planner {
   };
   std::map<std::pair<int, bool>, DynamicQuant> dynamic_quants_;  // (value, u8) -> slots
   std::map<int, std::vector<int>> release_after_;  // node -> slots freed after it
+  /*! \brief A fused attention chain: scores matmul, softmax, output matmul (node indices). */
+  struct AttentionChain {
+    int scores, softmax, output;
+  };
+  std::map<int, AttentionChain> attention_;  // output node -> its chain
+  std::map<int, int> fused_into_;            // scores / softmax node -> output node
 };
 
 }  // namespace

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "attention.h"
 #include "graph.h"
 #include "memory.h"
 #include "pack_cache.h"
@@ -48,8 +49,10 @@ struct ArgBinding {
  *    call's range of args[0] (f32, plain), and args[1] (plain) = args[0] quantized with them, to
  *    u8 (host_dims[0] == 1) or s8 (int8_attrs.h, DynamicQuantize); a NaN or infinity is an
  *    error naming `host_label`.
+ *  - kAttention: args q, k, v, [mask,] out, scratch = the fused attention of `attention`
+ *    (attention.h) on up to host_dims[0] threads.
  */
-enum class HostOp : uint8_t { kNone, kNanToZero, kBroadcastCopy, kDynamicQuantize };
+enum class HostOp : uint8_t { kNone, kNanToZero, kBroadcastCopy, kDynamicQuantize, kAttention };
 
 struct Step {
   dnnl::primitive prim;  // empty for host steps
@@ -59,6 +62,7 @@ struct Step {
   HostOp host = HostOp::kNone;
   std::vector<int64_t> host_dims, host_strides;
   std::string host_label;  // "symbol: node i (op)" for a host step's errors
+  std::shared_ptr<const AttentionShape> attention;  // kAttention only
 };
 
 /*! \brief One reorder executed on every call (for get_stats). */

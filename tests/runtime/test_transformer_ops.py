@@ -581,13 +581,18 @@ def test_encoder_layer_one_region():
     assert stats(mod)["plans_cached"] == 5
 
 
-def test_encoder_layer_exporter_form_plans_no_reorder():
+@pytest.mark.parametrize("fused", [True, False])
+def test_encoder_layer_exporter_form_plans_no_reorder(fused, monkeypatch):
     """With the exporter's no-op reshape between the context matmul and its transpose, the
-    matmul still writes the transposed layout (no reorder before the output projection); on
-    AVX-512 both attention matmuls run brgemm on the head views (not gemm:jit)."""
+    context (fused attention or matmul) still writes the transposed layout (no reorder before
+    the output projection). Fused, the attention reads the head views in place; unfused
+    (TVM_ONEDNN_FUSED_ATTENTION=0), on AVX-512 both attention matmuls run brgemm on the head
+    views (not gemm:jit)."""
+    monkeypatch.setenv("TVM_ONEDNN_FUSED_ATTENTION", "1" if fused else "0")
     p = encoder_weights()
     sg = encoder_region(p, noop_reshape=True)
     mod = sg.build()
+    isa = _ffi_api.cpu_isa()
     for n, s in [(1, 128), (2, 32), (1, 7)]:
         x = rand(n, s, H, seed=n * 100 + s)
         mask = attention_mask(n, s, seed=s)
@@ -595,9 +600,11 @@ def test_encoder_layer_exporter_form_plans_no_reorder():
         # tolerance: as test_encoder_layer_one_region
         close(out, encoder_reference(p, x, mask), rtol=1e-4, atol=2e-4)
         assert stats(mod)["reorders"] == [], stats(mod)["reorders"]
-        if _ffi_api.cpu_isa().startswith("avx512"):
-            impls = [k["impl"] for k in kernel_info(mod)
-                     if k["op"] in ("onednn.matmul", "onednn.matmul_add")]
+        impls = [k["impl"] for k in kernel_info(mod)
+                 if k["op"] in ("onednn.matmul", "onednn.matmul_add")]
+        if fused and isa.startswith(("avx512", "avx2")):
+            assert len(impls) == 2 and all(i.startswith("fused_attention") for i in impls), impls
+        elif not fused and isa.startswith("avx512"):
             assert impls and all(i.startswith("brg") for i in impls), impls
 
 

@@ -205,7 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("bf16", "f32"),
         default="bf16",
         help="math of the float32 matmuls of two activations in an int8 model (attention): "
-        "bf16 (default) lets oneDNN use bfloat16 operands on AMX CPUs; f32 keeps float32",
+        "bf16 (default) lets oneDNN use bfloat16 operands on AMX CPUs where the runtime does "
+        "not fuse them into its float32 attention kernel; f32 keeps float32",
     )
     p.add_argument(
         "--exclude-layers",

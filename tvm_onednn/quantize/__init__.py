@@ -327,7 +327,9 @@ def quantize(
             attention scores and context). ``"bf16"`` lets oneDNN round their operands to
             bfloat16 (float32 accumulation) on CPUs with AMX (MiniLM int8: 3-5 % less time
             per call, the same embedding cosine with float32; docs/quantization.md,
-            "Attention matmuls"); other CPUs compute them in float32 either way.
+            "Attention matmuls"); other CPUs compute them in float32 either way, and so
+            does the runtime's fused attention kernel (AVX2 or better), which takes the
+            scores -> softmax -> context chains it recognizes.
         return_report: also return the :class:`QuantizeReport`: ``(qmod, report)``.
 
     Raises:

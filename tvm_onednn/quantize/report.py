@@ -181,7 +181,8 @@ class QuantizeReport:
         )  # fmt: skip
         if activation_matmuls and self.float_matmul_math == "bf16":
             line += (f"; {activation_matmuls} float32 matmul(s) of two activations: bf16 "
-                     "operands on AMX (float_matmul_math='bf16')")  # fmt: skip
+                     "operands on AMX (float_matmul_math='bf16') unless fused into attention "
+                     "(float32)")  # fmt: skip
         return line
 
     def _kept_lines(self) -> list[str]:
