@@ -30,13 +30,17 @@ onnxruntime float32, ``fp32_check``):
   float32 embedding;
 * ``pair_order_agreement``: over the ``PAIRS`` sentence pairs, the fraction of pairs of pairs
   whose similarities the int8 model orders as float32 does (``ranking_agreement``; 1.0: the
-  same ranking), and ``spearman``: Spearman's rank correlation of the pair similarities.
+  same ranking), and ``spearman``: Spearman's rank correlation of the pair similarities;
+  ``similarity_error_mean`` (mean |similarity - float32's|) and ``flipped_gap_max`` (the
+  largest float32 gap between two pairs' similarities that the system orders otherwise),
+  beside ``float32_closest_pair_gaps``: a ranking survives only errors below its closest gaps.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/int8_accuracy.py --models minilm
 """
 
 from __future__ import annotations
 
+import itertools
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -102,13 +106,31 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(ranks(np.asarray(a)), ranks(np.asarray(b)))[0, 1])
 
 
+def pair_gaps(sims: np.ndarray) -> np.ndarray:
+    """|sims[a] - sims[b]| of every pair of pairs (a, b), in ``ranking_agreement``'s order."""
+    return np.array([abs(sims[a] - sims[b])
+                     for a, b in itertools.combinations(range(len(sims)), 2)])  # fmt: skip
+
+
+def flipped_gaps(sims: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """``ref``'s gaps of the pairs of pairs that ``sims`` orders otherwise, ascending."""
+    pairs = list(itertools.combinations(range(len(ref)), 2))
+    return np.sort([abs(ref[a] - ref[b]) for a, b in pairs
+                    if np.sign(sims[a] - sims[b]) != np.sign(ref[a] - ref[b])])  # fmt: skip
+
+
 def scores(emb: np.ndarray, ref: np.ndarray) -> dict[str, float]:
-    """Cosine of each row of ``emb`` with ``ref``'s, and the ranking of ``PAIRS``' similarities."""
+    """Cosine of each row of ``emb`` with ``ref``'s, and the ranking of ``PAIRS``' similarities:
+    agreement, Spearman, the mean error of the similarities and the largest float32 gap
+    between two pairs' similarities that the ranking no longer keeps (0 when none)."""
     cos = np.sum(emb * ref, 1) / (np.linalg.norm(emb, axis=1) * np.linalg.norm(ref, axis=1))
     sims, ref_sims = bt.pair_similarities(emb), bt.pair_similarities(ref)
+    flipped = flipped_gaps(sims, ref_sims)
     return {"cosine_mean": float(cos.mean()), "cosine_min": float(cos.min()),
             "pair_order_agreement": bt.ranking_agreement(sims, ref_sims),
-            "spearman": spearman(sims, ref_sims)}  # fmt: skip
+            "spearman": spearman(sims, ref_sims),
+            "similarity_error_mean": float(np.abs(sims - ref_sims).mean()),
+            "flipped_gap_max": float(flipped[-1]) if len(flipped) else 0.0}  # fmt: skip
 
 
 # --- systems --------------------------------------------------------------------------------
@@ -219,9 +241,13 @@ def minilm_protocol(
         "n_eval": len(bt.EVAL_SENTENCES), "n_pairs": len(bt.PAIRS),
         "reference": "tvm-onednn float32",
         "ranking": "pair_order_agreement: fraction of pairs of PAIRS ordered by similarity as "
-                   "float32 orders them; spearman: rank correlation of the PAIRS similarities",
+                   "float32 orders them; spearman: rank correlation of the PAIRS similarities; "
+                   "similarity_error_mean: mean |similarity - float32's|; flipped_gap_max: "
+                   "the largest float32 gap between two pairs' similarities not kept",
         "runs": [],
     }  # fmt: skip
+    ref_gaps = np.sort(pair_gaps(bt.pair_similarities(ref)))
+    out["float32_closest_pair_gaps"] = [float(g) for g in ref_gaps[:3]]
     if _peer_missing("ort:dynamic") is None:
         check = bt.OnnxRuntimeSystem("onnxruntime")
         check.build(workload, threads)
@@ -244,6 +270,9 @@ def table(block: dict[str, Any]) -> str:
     """The summary lines of :func:`minilm_protocol`'s result."""
     lines = [f"minilm: {block['n_eval']} held-out sentences, seq {block['seq']}, "
              f"{block['n_pairs']} pairs; vs {block['reference']}"]  # fmt: skip
+    if "float32_closest_pair_gaps" in block:
+        gaps = ", ".join(f"{g:.4f}" for g in block["float32_closest_pair_gaps"])
+        lines.append(f"  float32's closest similarities of two pairs differ by {gaps}")
     if "fp32_check" in block:
         lines.append(f"  onnxruntime float32 cosine min "
                      f"{block['fp32_check']['onnxruntime_fp32_cosine_min']:.6f}")  # fmt: skip
@@ -256,5 +285,7 @@ def table(block: dict[str, Any]) -> str:
             continue
         lines.append(f"{head} cosine mean {r['cosine_mean']:.5f} min {r['cosine_min']:.5f}"
                      f"  pair order {r['pair_order_agreement']:.3f}"
-                     f"  spearman {r['spearman']:.3f}")  # fmt: skip
+                     f"  spearman {r['spearman']:.3f}"
+                     f"  sim err {r['similarity_error_mean']:.4f}"
+                     f"  flips up to {r['flipped_gap_max']:.4f}")  # fmt: skip
     return "\n".join(lines)

@@ -77,6 +77,17 @@ def test_scores_against_numpy_and_scipy(protocol):
     assert protocol.spearman(np.array([1, 2, 2, 3]), np.array([1, 3, 2, 4])) == pytest.approx(
         stats.spearmanr([1, 2, 2, 3], [1, 3, 2, 4]).statistic)  # fmt: skip
     assert protocol.scores(ref, ref)["pair_order_agreement"] == 1.0
+    assert s["similarity_error_mean"] == pytest.approx(np.abs(sims - ref_sims).mean())
+    assert protocol.scores(ref, ref)["flipped_gap_max"] == 0.0
+
+
+def test_flipped_gaps_name_the_pairs_whose_order_changed(protocol):
+    ref = np.array([0.10, 0.50, 0.52, 0.90])
+    sims = np.array([0.10, 0.53, 0.51, 0.60])  # swaps (1, 2): gap 0.02; (3 vs 1, 2) kept
+    np.testing.assert_allclose(protocol.flipped_gaps(sims, ref), [0.02])
+    sims = np.array([0.55, 0.53, 0.51, 0.60])  # also 0 above 1 and 2: gaps 0.40, 0.42
+    np.testing.assert_allclose(protocol.flipped_gaps(sims, ref), [0.02, 0.40, 0.42])
+    np.testing.assert_allclose(protocol.pair_gaps(ref), [0.40, 0.42, 0.80, 0.02, 0.40, 0.38])
 
 
 def test_bad_arguments_are_value_errors(protocol):
@@ -100,6 +111,10 @@ def test_results_structure(result):
     for r in (runs[0]["tvm-onednn:none"], runs[N_CALIB]["tvm-onednn:entropy"]):
         assert -1.0 <= r["cosine_min"] <= r["cosine_mean"] <= 1.0 + 1e-9
         assert 0.0 <= r["pair_order_agreement"] <= 1.0 and -1.0 <= r["spearman"] <= 1.0
+        assert r["similarity_error_mean"] >= 0.0 and r["flipped_gap_max"] >= 0.0
+        assert (r["flipped_gap_max"] == 0.0) == (r["pair_order_agreement"] == 1.0)
+    gaps = result["float32_closest_pair_gaps"]
+    assert len(gaps) == 3 and gaps == sorted(gaps) and gaps[0] >= 0.0
 
 
 def test_reference_precisions(result):
