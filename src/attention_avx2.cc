@@ -48,27 +48,17 @@ struct Avx2 {
     return _mm_cvtss_f32(s);
   }
 
-  /*!
-   * \brief e^x for x <= 0 as in attention_avx512.cc, with 2^n built in the exponent bits
-   *        (n is in [-126, 0] after the clamp, so it is always a normal float).
-   */
-  static Vec Exp(Vec x) {
-    const Vec lo = Set1(-87.33654f);
-    Vec xc = _mm256_max_ps(lo, x);
-    Vec n = _mm256_round_ps(_mm256_mul_ps(xc, Set1(1.44269504f)),
-                            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    Vec r = _mm256_fnmadd_ps(n, Set1(0.693359375f), xc);
-    r = _mm256_fnmadd_ps(n, Set1(-2.12194440e-4f), r);
-    Vec p = Set1(1.9875691500e-4f);
-    p = Fma(p, r, Set1(1.3981999507e-3f));
-    p = Fma(p, r, Set1(8.3334519073e-3f));
-    p = Fma(p, r, Set1(4.1665795894e-2f));
-    p = Fma(p, r, Set1(1.6666665459e-1f));
-    p = Fma(p, r, Set1(5.0000001201e-1f));
-    p = Fma(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, Set1(1.f)));
+  static Vec Fnmadd(Vec a, Vec b, Vec c) { return _mm256_fnmadd_ps(a, b, c); }
+  static Vec Round(Vec v) {
+    return _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  }
+  /*! \brief p * 2^n built in the exponent bits (n in [-126, 0]: always a normal float). */
+  static Vec Scale2(Vec p, Vec n) {
     __m256i bits = _mm256_slli_epi32(
         _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    Vec y = _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
+  }
+  static Vec ZeroBelow(Vec x, Vec lo, Vec y) {
     return _mm256_blendv_ps(y, Zero(), _mm256_cmp_ps(x, lo, _CMP_LT_OQ));
   }
 };

@@ -2,7 +2,8 @@
  * \file attention_avx512.cc
  * \brief The fused attention kernel for AVX-512 (compiled with -mavx512f -mavx512dq -mfma;
  *        run only when oneDNN reports avx512_core). Vectors of 16 floats; score blocks of
- *        6 rows x 64 keys and output blocks of 6 rows x up to 64 columns in 24 registers.
+ *        6 rows x 64 keys and output blocks of 6 rows x up to 64 columns in 24 registers;
+ *        2^n by vscalefps.
  */
 #include <immintrin.h>
 
@@ -41,29 +42,13 @@ struct Avx512 {
   static float ReduceMax(Vec v) { return _mm512_reduce_max_ps(v); }
   static float ReduceAdd(Vec v) { return _mm512_reduce_add_ps(v); }
 
-  /*!
-   * \brief e^x for x <= 0 (scores minus their row maximum), relative error ~2 ulp:
-   *        x = n ln2 + r, |r| <= ln2 / 2, Cephes' polynomial for e^r and 2^n by vscalefps.
-   *        Below ln(FLT_MIN) the result is 0 (no denormals reach the products with v); a NaN
-   *        stays NaN (vmaxps returns its second operand when one is NaN).
-   */
-  static Vec Exp(Vec x) {
-    const Vec lo = Set1(-87.33654f);
-    Vec xc = _mm512_max_ps(lo, x);
-    Vec n = _mm512_roundscale_ps(_mm512_mul_ps(xc, Set1(1.44269504f)),
-                                 _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    Vec r = _mm512_fnmadd_ps(n, Set1(0.693359375f), xc);
-    r = _mm512_fnmadd_ps(n, Set1(-2.12194440e-4f), r);
-    Vec p = Set1(1.9875691500e-4f);
-    p = Fma(p, r, Set1(1.3981999507e-3f));
-    p = Fma(p, r, Set1(8.3334519073e-3f));
-    p = Fma(p, r, Set1(4.1665795894e-2f));
-    p = Fma(p, r, Set1(1.6666665459e-1f));
-    p = Fma(p, r, Set1(5.0000001201e-1f));
-    p = Fma(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, Set1(1.f)));
-    Vec y = _mm512_scalef_ps(p, n);
-    __mmask16 tiny = _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ);
-    return _mm512_mask_blend_ps(tiny, y, Zero());
+  static Vec Fnmadd(Vec a, Vec b, Vec c) { return _mm512_fnmadd_ps(a, b, c); }
+  static Vec Round(Vec v) {
+    return _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  }
+  static Vec Scale2(Vec p, Vec n) { return _mm512_scalef_ps(p, n); }
+  static Vec ZeroBelow(Vec x, Vec lo, Vec y) {
+    return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ), y, Zero());
   }
 };
 

@@ -10,9 +10,35 @@
  *
  * V provides: `Vec`, kWidth (floats per vector), kScoreVecs (vectors per score block),
  * kOutVecs (most output vectors per block), Zero, Set1, Load, Store, StorePartial(p, v, n),
- * Fma(a, b, c) = a * b + c, Add, Sub, Mul, Max, Exp, ReduceMax, ReduceAdd, and `Index`,
- * Strides(s) = {0, s, 2s, ...}, Gather(p, index) = {p[index[i]]}.
+ * Fma(a, b, c) = a * b + c, Fnmadd(a, b, c) = c - a * b, Add, Sub, Mul, Max (the second
+ * operand when one is NaN, as vmaxps), Round (to nearest), Scale2(p, n) = p * 2^n for integral
+ * n in [-126, 0], ZeroBelow(x, lo, y) = 0 where x < lo else y, ReduceMax, ReduceAdd, and
+ * `Index`, Strides(s) = {0, s, 2s, ...}, Gather(p, index) = {p[index[i]]}.
  */
+
+/*!
+ * \brief e^x for x <= 0 (scores minus their row maximum), relative error ~2 ulp:
+ *        x = n ln2 + r, |r| <= ln2 / 2, Cephes' polynomial for e^r, then 2^n. Below
+ *        ln(FLT_MIN) the result is 0 (no denormal reaches the products with v); a NaN stays
+ *        NaN (Max returns it).
+ */
+template <class V>
+typename V::Vec ExpNonPositive(typename V::Vec x) {
+  using Vec = typename V::Vec;
+  const Vec lo = V::Set1(-87.33654f);
+  Vec xc = V::Max(lo, x);
+  Vec n = V::Round(V::Mul(xc, V::Set1(1.44269504f)));
+  Vec r = V::Fnmadd(n, V::Set1(0.693359375f), xc);
+  r = V::Fnmadd(n, V::Set1(-2.12194440e-4f), r);
+  Vec p = V::Set1(1.9875691500e-4f);
+  p = V::Fma(p, r, V::Set1(1.3981999507e-3f));
+  p = V::Fma(p, r, V::Set1(8.3334519073e-3f));
+  p = V::Fma(p, r, V::Set1(4.1665795894e-2f));
+  p = V::Fma(p, r, V::Set1(1.6666665459e-1f));
+  p = V::Fma(p, r, V::Set1(5.0000001201e-1f));
+  p = V::Fma(p, V::Mul(r, r), V::Add(r, V::Set1(1.f)));
+  return V::ZeroBelow(x, lo, V::Scale2(p, n));
+}
 
 template <class V>
 class AttentionKernel {
@@ -48,6 +74,15 @@ class AttentionKernel {
 
  private:
   static int64_t RoundUp(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+  template <int kN>
+  static void ZeroAll(Vec (&acc)[kR][kN]) {
+#pragma GCC unroll 8
+    for (int r = 0; r < kR; ++r) {
+#pragma GCC unroll 8
+      for (int c = 0; c < kN; ++c) acc[r][c] = V::Zero();
+    }
+  }
   static int64_t Min(int64_t a, int64_t b) { return a < b ? a : b; }
 
   /*! \brief Base pointers of leading index `lead` (row-major over the leading dims). */
@@ -137,11 +172,7 @@ class AttentionKernel {
   void ScoreBlock(const float* const* q_rows, const float* const* mask_rows, int64_t jb) {
     constexpr int kN = V::kScoreVecs;
     Vec acc[kR][kN];
-#pragma GCC unroll 8
-    for (int r = 0; r < kR; ++r) {
-#pragma GCC unroll 8
-      for (int c = 0; c < kN; ++c) acc[r][c] = V::Zero();
-    }
+    ZeroAll(acc);
     const float* kp = kt_ + jb;
     const int64_t qc = s_.q.col;
     for (int64_t d = 0; d < s_.d; ++d, kp += skp_) {
@@ -201,7 +232,7 @@ class AttentionKernel {
     const Vec mx = V::Set1(V::ReduceMax(row_max_[r]));
     Vec sum = V::Zero();
     for (int64_t j = 0; j < skp_; j += kW) {
-      Vec e = V::Exp(V::Sub(V::Load(row + j), mx));
+      Vec e = ExpNonPositive<V>(V::Sub(V::Load(row + j), mx));
       V::Store(row + j, e);
       sum = V::Add(sum, e);
     }
@@ -219,11 +250,7 @@ class AttentionKernel {
   template <int kN>
   void OutBlock(int64_t r0, int nr, int64_t c0) {
     Vec acc[kR][kN];
-#pragma GCC unroll 8
-    for (int r = 0; r < kR; ++r) {
-#pragma GCC unroll 8
-      for (int c = 0; c < kN; ++c) acc[r][c] = V::Zero();
-    }
+    ZeroAll(acc);
     const float* vrow = vp_ + c0;
     for (int64_t j = 0; j < s_.sk; ++j, vrow += dvp_) {
       Vec vv[kN];
