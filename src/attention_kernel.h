@@ -225,8 +225,10 @@ class AttentionKernel {
     return V::Load(tmp);
   }
 
-  /*! \brief Row r of the tile becomes exp(x - max) (max from row_max_); inv_[r] = 1 / sum (a row that is not
-   *         finite: zeros and 0 under nan_to_zero, else NaN propagates). */
+  /*!
+   * \brief Row r of the tile becomes exp(x - max) (max from row_max_); inv_[r] = 1 / sum. A
+   *        row that is not finite: zeros and 0 under nan_to_zero, else NaN propagates.
+   */
   void Softmax(int r) {
     float* row = tile_ + r * skp_;
     const Vec mx = V::Set1(V::ReduceMax(row_max_[r]));
