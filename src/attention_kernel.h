@@ -75,6 +75,26 @@ class AttentionKernel {
  private:
   static int64_t RoundUp(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
+  /*!
+   * \brief acc[r][c] += a(r, k) * b[k * b_step + c * kW] for k < count: the register block of
+   *        both products (q . kᵀ over D, probabilities . v over Sk), rank-1 updates.
+   */
+  template <int kN, class A>
+  static void Accumulate(Vec (&acc)[kR][kN], int64_t count, const float* b, int64_t b_step,
+                         A a) {
+    for (int64_t k = 0; k < count; ++k, b += b_step) {
+      Vec bv[kN];
+#pragma GCC unroll 8
+      for (int c = 0; c < kN; ++c) bv[c] = V::Load(b + c * kW);
+#pragma GCC unroll 8
+      for (int r = 0; r < kR; ++r) {
+        Vec av = V::Set1(a(r, k));
+#pragma GCC unroll 8
+        for (int c = 0; c < kN; ++c) acc[r][c] = V::Fma(av, bv[c], acc[r][c]);
+      }
+    }
+  }
+
   template <int kN>
   static void ZeroAll(Vec (&acc)[kR][kN]) {
 #pragma GCC unroll 8
@@ -173,19 +193,8 @@ class AttentionKernel {
     constexpr int kN = V::kScoreVecs;
     Vec acc[kR][kN];
     ZeroAll(acc);
-    const float* kp = kt_ + jb;
     const int64_t qc = s_.q.col;
-    for (int64_t d = 0; d < s_.d; ++d, kp += skp_) {
-      Vec kv[kN];
-#pragma GCC unroll 8
-      for (int c = 0; c < kN; ++c) kv[c] = V::Load(kp + c * kW);
-#pragma GCC unroll 8
-      for (int r = 0; r < kR; ++r) {
-        Vec qv = V::Set1(q_rows[r][d * qc]);
-#pragma GCC unroll 8
-        for (int c = 0; c < kN; ++c) acc[r][c] = V::Fma(qv, kv[c], acc[r][c]);
-      }
-    }
+    Accumulate(acc, s_.d, kt_ + jb, skp_, [&](int r, int64_t d) { return q_rows[r][d * qc]; });
     const Vec scale = V::Set1(s_.scale);
 #pragma GCC unroll 8
     for (int r = 0; r < kR; ++r) {
@@ -253,18 +262,9 @@ class AttentionKernel {
   void OutBlock(int64_t r0, int nr, int64_t c0) {
     Vec acc[kR][kN];
     ZeroAll(acc);
-    const float* vrow = vp_ + c0;
-    for (int64_t j = 0; j < s_.sk; ++j, vrow += dvp_) {
-      Vec vv[kN];
-#pragma GCC unroll 8
-      for (int c = 0; c < kN; ++c) vv[c] = V::Load(vrow + c * kW);
-#pragma GCC unroll 8
-      for (int r = 0; r < kR; ++r) {
-        Vec e = V::Set1(tile_[r * skp_ + j]);
-#pragma GCC unroll 8
-        for (int c = 0; c < kN; ++c) acc[r][c] = V::Fma(e, vv[c], acc[r][c]);
-      }
-    }
+    const float* tile = tile_;
+    const int64_t skp = skp_;
+    Accumulate(acc, s_.sk, vp_ + c0, dvp_, [&](int r, int64_t j) { return tile[r * skp + j]; });
     for (int r = 0; r < nr; ++r) {
       float* dst = out_ + (r0 + r) * s_.out.row;
       const Vec inv = V::Set1(inv_[r]);
