@@ -76,14 +76,14 @@ struct AttentionWork {
   int64_t row_begin, row_end;
   float* scratch;
 };
-void AttentionRowsAvx512(const AttentionWork& work);
-void AttentionRowsAvx2(const AttentionWork& work);
-/*!
- * \brief Floats of one thread's scratch when keys are padded to multiples of `key_block` and
- *        the value rows to multiples of `width` (the ISA's vector): packed k [D, Sk'],
- *        packed v [Sk, Dv'], the score tile [kAttentionRows, Sk'] and its row factors.
- */
-size_t AttentionThreadFloats(const AttentionShape& shape, int key_block, int width);
+/*! \brief One ISA's kernel: its name, one thread's scratch (floats) and its rows' work. */
+struct AttentionKernelEntry {
+  const char* isa;
+  size_t (*thread_floats)(const AttentionShape& shape);
+  void (*rows)(const AttentionWork& work);
+};
+extern const AttentionKernelEntry kAttentionAvx512;  // attention_avx512.cc
+extern const AttentionKernelEntry kAttentionAvx2;    // attention_avx2.cc
 
 }  // namespace tvm_onednn
 

@@ -65,10 +65,14 @@ struct Avx2 {
 
 #include "attention_kernel.h"
 
-}  // namespace
-
-void AttentionRowsAvx2(const AttentionWork& work) {
+/*! \brief AttentionKernelEntry::rows of this ISA. */
+void RowsAvx2(const AttentionWork& work) {
   AttentionKernel<Avx2>(*work.shape, *work.data, work.scratch).Rows(work.row_begin, work.row_end);
 }
+
+}  // namespace
+
+extern const AttentionKernelEntry kAttentionAvx2 = {
+    "avx2", &AttentionKernel<Avx2>::ThreadFloats, &RowsAvx2};
 
 }  // namespace tvm_onednn

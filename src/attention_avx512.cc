@@ -54,11 +54,14 @@ struct Avx512 {
 
 #include "attention_kernel.h"
 
+/*! \brief AttentionKernelEntry::rows of this ISA. */
+void RowsAvx512(const AttentionWork& work) {
+  AttentionKernel<Avx512>(*work.shape, *work.data, work.scratch).Rows(work.row_begin, work.row_end);
+}
+
 }  // namespace
 
-void AttentionRowsAvx512(const AttentionWork& work) {
-  AttentionKernel<Avx512>(*work.shape, *work.data, work.scratch)
-      .Rows(work.row_begin, work.row_end);
-}
+extern const AttentionKernelEntry kAttentionAvx512 = {
+    "avx512", &AttentionKernel<Avx512>::ThreadFloats, &RowsAvx512};
 
 }  // namespace tvm_onednn

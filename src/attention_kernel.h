@@ -48,14 +48,37 @@ class AttentionKernel {
   static constexpr int kR = kAttentionRows;
   static constexpr int kKeyBlock = V::kScoreVecs * V::kWidth;
 
+  /*!
+   * \brief One thread's scratch, in floats from its start (each part 64-byte aligned): packed
+   *        k [D, Sk'] (keys padded to kKeyBlock), packed v [Sk, Dv'] (columns padded to kW),
+   *        the score tile [kR, Sk'] and its row factors.
+   */
+  struct Layout {
+    int64_t skp, dvp, vp, tile, inv, floats;
+  };
+  static Layout LayoutOf(const AttentionShape& s) {
+    Layout l;
+    l.skp = RoundUp(s.sk, kKeyBlock);
+    l.dvp = RoundUp(s.dv, kW);
+    l.vp = RoundUp(s.d * l.skp, 16);
+    l.tile = l.vp + RoundUp(s.sk * l.dvp, 16);
+    l.inv = l.tile + RoundUp(kR * l.skp, 16);
+    l.floats = l.inv + RoundUp(kR, 16);
+    return l;
+  }
+  static size_t ThreadFloats(const AttentionShape& s) {
+    return static_cast<size_t>(LayoutOf(s).floats);
+  }
+
   AttentionKernel(const AttentionShape& s, const AttentionData& x, float* scratch)
       : s_(s), x_(x) {
-    skp_ = RoundUp(s.sk, kKeyBlock);
-    dvp_ = RoundUp(s.dv, kW);
+    Layout l = LayoutOf(s);
+    skp_ = l.skp;
+    dvp_ = l.dvp;
     kt_ = scratch;
-    vp_ = kt_ + RoundUp(s.d * skp_, 16);
-    tile_ = vp_ + RoundUp(s.sk * dvp_, 16);
-    inv_ = tile_ + RoundUp(kR * skp_, 16);
+    vp_ = scratch + l.vp;
+    tile_ = scratch + l.tile;
+    inv_ = scratch + l.inv;
   }
 
   /*! \brief Output rows [begin, end) of the flattened [L, Sq] rows. */

@@ -1331,7 +1331,7 @@ class Planner {
         same_lead = same_lead && q[i] == so[i] && k[i] == so[i] && v[i] == so[i] && o[i] == so[i];
       }
       if (!same_lead || NumElements(so) == 0 || NumElements(o) == 0 || q[rank - 1] == 0) continue;
-      attention_[p] = {s, sm, p};
+      attention_[p] = {s, sm};
       fused_into_[s] = p;
       fused_into_[sm] = p;
       vals_[g_.ValueId({RefKind::kNode, s})].fused = true;
@@ -1488,9 +1488,9 @@ class Planner {
   };
   std::map<std::pair<int, bool>, DynamicQuant> dynamic_quants_;  // (value, u8) -> slots
   std::map<int, std::vector<int>> release_after_;  // node -> slots freed after it
-  /*! \brief A fused attention chain: scores matmul, softmax, output matmul (node indices). */
+  /*! \brief The scores matmul and softmax (node indices) a fused output matmul computes. */
   struct AttentionChain {
-    int scores, softmax, output;
+    int scores, softmax;
   };
   std::map<int, AttentionChain> attention_;  // output node -> its chain
   std::map<int, int> fused_into_;            // scores / softmax node -> output node
